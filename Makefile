@@ -1,0 +1,22 @@
+# The two set-up commands of the README:  make demo  (segment the bundled demo volume)
+#                                         make test  (the whole test suite)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup data demo test lint benchmark
+
+setup:
+	bash scripts/setup_env.sh
+
+data: setup
+	bash scripts/install_data.sh $(BIN)/python
+
+demo: data
+	$(BIN)/medseg demo
+
+test: data
+	$(BIN)/ruff check MedSegExtension MedSegModule Testing scripts benchmarks
+	$(BIN)/python -m pytest -q
+
+benchmark: data
+	$(BIN)/python benchmarks/inference_speed.py

@@ -1,0 +1,53 @@
+"""Options shared by the subcommands that run a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from ..inference.devices import DEVICE_CHOICES
+from ..inference.pipeline import InferenceOptions
+from .progress_display import ProgressDisplay
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name or model folder (default: the bundled default model)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 0.95] (default 0.5)")
+    parser.add_argument("--window-batch", type=int, help="windows per forward pass (default: 1 on CPU, 4 on GPU)")
+    parser.add_argument("--tta", action="store_true", help="accurate mode: average over mirrored inputs (4× slower)")
+    parser.add_argument("--no-amp", action="store_true", help="full precision on GPUs (default: bf16/fp16 autocast)")
+    parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"),
+                        help="progress display on stderr (auto: a bar when stderr is a terminal)")
+
+
+def inference_options(args: argparse.Namespace, *, probabilities: bool = False, uncertainty: bool = False) -> InferenceOptions:
+    if not 0.0 <= args.overlap <= 0.95:
+        raise InputError(f"--overlap {args.overlap}: must lie in [0, 0.95]")
+    if args.window_batch is not None and args.window_batch < 1:
+        raise InputError(f"--window-batch {args.window_batch}: must be at least 1")
+    return InferenceOptions(
+        device=args.device,
+        overlap=args.overlap,
+        window_batch=args.window_batch,
+        tta=args.tta,
+        amp=not args.no_amp,
+        probabilities=probabilities,
+        uncertainty=uncertainty,
+    )
+
+
+def check_output(path: str | Path | None, overwrite: bool) -> None:
+    """Refuse to replace an existing file unless asked: it may be someone's segmentation."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: output exists; choose another name or pass --overwrite")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path}: output is a folder, not a file name")
+
+
+def make_display(args: argparse.Namespace) -> ProgressDisplay:
+    return ProgressDisplay(args.progress)

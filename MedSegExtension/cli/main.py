@@ -1,0 +1,77 @@
+"""Entry point of the ``medseg`` command.
+
+Exit codes: 0 success; 1 internal error (with a traceback); 2 bad usage or bad input, with one
+line naming the file and the problem (a traceback only with ``--debug``); 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import CancelledError, MedSegError
+from ..progress import CancelToken
+
+# Each module defines ``add_parser(subparsers)`` and ``run(args, cancel) -> int``.
+SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate")
+
+
+def _available_subcommands() -> list:
+    modules = []
+    for name in SUBCOMMANDS:
+        try:
+            modules.append(importlib.import_module(f"{__package__}.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description="MedSeg: 3D U-Net segmentation of CT and MRI volumes.")
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _available_subcommands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    cancel = CancelToken()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    except ValueError:  # not the main thread (embedded use): no signal handler
+        previous = None
+    try:
+        return int(args.run(args, cancel) or 0)
+    except CancelledError as exc:
+        print(f"medseg: {exc}", file=sys.stderr)
+        return 130
+    except MedSegError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"medseg: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print("medseg: internal error (please report it with the traceback above)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""``medseg predict``: segment a volume with a model and write the label map or Slicer segmentation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from ..inference.pipeline import SegmentationResult, Segmenter
+from ..io.atomic import compound_suffix
+from ..io.segmentation_files import write_labelmap
+from ..io.volumes import check_volume, read_image, squeeze_to_3d, write_image
+from ..models.registry import ModelRegistry
+from ..progress import CancelToken
+from .common import add_inference_arguments, check_output, inference_options, make_display
+
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="segment a volume", description=__doc__,
+        epilog="OUTPUT ending in .seg.nrrd is a Slicer segmentation with named, coloured segments.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="volume file or DICOM folder; give one per input channel for multi-channel models")
+    parser.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd, .seg.nrrd)")
+    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series)")
+    parser.add_argument("--transform", help="ITK transform file: segment and write in the frame it defines "
+                        "(e.g. the rotated frame a physician labelled in with ITK-SNAP)")
+    parser.add_argument("--invert", action="store_true", help="use the inverse of --transform")
+    parser.add_argument("--probabilities", help="also write per-class probabilities (multi-component image)")
+    parser.add_argument("--uncertainty", help="also write the normalized-entropy uncertainty map")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_inference_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def read_inputs(paths: list[str], series: str | None):
+    images = []
+    for path in paths:
+        image = squeeze_to_3d(read_image(path, series))
+        check_volume(image, path)
+        images.append(image)
+    return images
+
+
+def apply_frame(images, transform_path: str | None, invert: bool):
+    """Resample the inputs into the frame of an ITK transform file, when one is given."""
+    if transform_path is None:
+        if invert:
+            raise InputError("--invert needs --transform")
+        return images
+    from ..transforms import read_transform, resample_into_frame
+
+    transform = read_transform(transform_path)
+    if invert:
+        transform = transform.GetInverse()
+    first = resample_into_frame(images[0], transform, interpolator="linear")
+    rest = [resample_into_frame(image, transform, interpolator="linear", reference=first) for image in images[1:]]
+    return [first, *rest]
+
+
+def write_result(result: SegmentationResult, card, output: str, probabilities: str | None, uncertainty: str | None) -> list[Path]:
+    written = [write_labelmap(result.labels, output, card.labels)]
+    if probabilities:
+        written.append(write_image(result.probabilities, probabilities))
+    if uncertainty:
+        written.append(write_image(result.uncertainty, uncertainty))
+    return written
+
+
+def run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    if compound_suffix(Path(args.output)) not in OUTPUT_SUFFIXES:
+        raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
+    for path in (args.output, args.probabilities, args.uncertainty):
+        check_output(path, args.overwrite)
+    options = inference_options(args, probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty))
+    card = ModelRegistry().find(args.model)
+    images = apply_frame(read_inputs(args.inputs, args.series), args.transform, args.invert)
+    display = make_display(args)
+    try:
+        segmenter = Segmenter(card, options.device, log=display.log)
+        result = segmenter(images, options, progress=display, cancel=cancel)
+        cancel.raise_if_cancelled()
+        written = write_result(result, card, args.output, args.probabilities, args.uncertainty)
+    finally:
+        display.close()
+    for path in written:
+        print(f"wrote {path}")
+    print(f"segmented with {card.name} {card.version} on {result.device} in {result.seconds:.1f} s")
+    return 0

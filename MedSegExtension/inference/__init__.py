@@ -1,0 +1,1 @@
+"""Running models: device choice, sliding-window inference, the whole segmentation pipeline."""

@@ -1,0 +1,132 @@
+"""Segment a volume with a model: preprocessing, sliding window, and results on the input grid."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..models.card import ModelCard
+from ..models.registry import load_network
+from ..preprocessing import prepare_case, restore_probabilities
+from ..progress import CancelToken, ProgressCallback, ScaledProgress, no_progress
+from .devices import resolve_device
+from .sliding_window import WindowSettings, probabilities_with_fallback
+
+ALL_MIRRORS = ((2,), (1,), (0,))  # left-right first: the cheapest TTA set that still helps most
+
+
+@dataclass
+class InferenceOptions:
+    device: str = "auto"
+    overlap: float = 0.5
+    window_batch: int | None = None  # default: 1 on the CPU, 4 on a GPU
+    tta: bool = False
+    amp: bool = True
+    probabilities: bool = False
+    uncertainty: bool = False
+
+
+@dataclass
+class SegmentationResult:
+    labels: sitk.Image  # label values of the card, on the input grid
+    probabilities: sitk.Image | None  # vector image, one component per network channel
+    uncertainty: sitk.Image | None  # normalized entropy in [0, 1]
+    device: str
+    seconds: float
+    log: list[str] = field(default_factory=list)
+
+
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """Per-voxel entropy of the class distribution, divided by log(C) so it lies in [0, 1]."""
+    p = np.clip(probabilities, 1e-8, 1.0)
+    return (-(p * np.log(p)).sum(axis=0) / np.log(p.shape[0])).astype(np.float32)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, card: ModelCard) -> np.ndarray:
+    values = np.array([0] + [label.value for label in card.labels], dtype=np.uint16)
+    labels = values[np.argmax(probabilities, axis=0)]
+    return labels.astype(np.uint8 if values.max() < 256 else np.uint16)
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
+    image = sitk.GetImageFromArray(array, isVector=vector)
+    image.CopyInformation(reference)
+    return image
+
+
+class Segmenter:
+    """A loaded model on a device; call it on one case after another."""
+
+    def __init__(self, card: ModelCard, device: str = "auto", log: Callable[[str], None] | None = None) -> None:
+        self.card = card
+        self.device = resolve_device(device)
+        self.messages: list[str] = []
+        self._log_sink = log
+        self.network = load_network(card, self.device)
+
+    def _log(self, message: str) -> None:
+        self.messages.append(message)
+        if self._log_sink is not None:
+            self._log_sink(message)
+
+    def __call__(
+        self,
+        images: sitk.Image | Sequence[sitk.Image],
+        options: InferenceOptions | None = None,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> SegmentationResult:
+        options = options or InferenceOptions()
+        cancel = cancel or CancelToken()
+        start = time.perf_counter()
+        self.messages = []
+        progress(0.0, "preprocessing")
+        case = prepare_case(images, self.card)
+        cancel.raise_if_cancelled()
+        batch = options.window_batch or (4 if self.device.type == "cuda" else 1)
+        settings = WindowSettings(
+            window=tuple(self.card.window_size[::-1]),  # card (i, j, k) → array (k, j, i)
+            overlap=options.overlap,
+            batch_size=batch,
+            mirror_axes=ALL_MIRRORS if options.tta else (),
+            lr_channel_permutation=self.card.channel_swap_for_lr_flip(),
+        )
+        self._log(f"model {self.card.name} {self.card.version} on {self.device}; model grid {case.image.shape[1:][::-1]} "
+                  f"voxels at {self.card.target_spacing} mm; TTA {'on' if options.tta else 'off'}")
+        probabilities, used = probabilities_with_fallback(
+            self.network, case.image, settings, self.device, amp=options.amp,
+            progress=ScaledProgress(progress, 0.05, 0.9), cancel=cancel, log=self._log,
+        )
+        if used != self.device:
+            self.device = used
+        cancel.raise_if_cancelled()
+        progress(0.9, "resampling to the input grid")
+        restored = restore_probabilities(probabilities, case)
+        labels = _image_like(labels_from_probabilities(restored, self.card), case.original)
+        result = SegmentationResult(
+            labels=labels,
+            probabilities=_image_like(np.moveaxis(restored, 0, -1), case.original, vector=True) if options.probabilities else None,
+            uncertainty=_image_like(entropy_map(restored), case.original) if options.uncertainty else None,
+            device=str(used),
+            seconds=time.perf_counter() - start,
+            log=list(self.messages),
+        )
+        progress(1.0, "done")
+        return result
+
+
+def segment(
+    images: sitk.Image | Sequence[sitk.Image],
+    card: ModelCard,
+    options: InferenceOptions | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SegmentationResult:
+    """Load ``card``'s model and segment ``images`` (one volume per input channel)."""
+    options = options or InferenceOptions()
+    return Segmenter(card, options.device, log=log)(images, options, progress, cancel)

@@ -1,0 +1,103 @@
+"""A configurable 3D U-Net built from MONAI's blocks.
+
+Written here rather than taken whole from MONAI because none of MONAI's U-Nets offers
+all of: residual or plain blocks, squeeze-and-excitation per level (seed 002), deep
+supervision, and a state dict whose layout we control for bundled weights. The blocks
+themselves (conv-norm-act units, residual units, transposed-conv up blocks, the SE layer)
+are MONAI's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import ChannelSELayer, UnetBasicBlock, UnetOutBlock, UnetResBlock, UnetUpBlock
+from torch import nn
+
+from ..models.card import NetworkConfig
+
+_NORMS = {"instance": ("instance", {"affine": True}), "batch": ("batch", {})}
+_ACT = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
+
+
+class _EncoderLevel(nn.Module):
+    def __init__(self, block: type[nn.Module], in_ch: int, out_ch: int, stride: int, norm, dropout: float, se: bool):
+        super().__init__()
+        self.block = block(3, in_ch, out_ch, kernel_size=3, stride=stride, norm_name=norm, act_name=_ACT, dropout=dropout)
+        self.se = ChannelSELayer(3, out_ch, r=4) if se else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.block(x))
+
+
+class UNet3D(nn.Module):
+    """Encoder-decoder with skip connections; ``len(channels)`` levels, stride-2 downsampling.
+
+    In training mode with ``deep_supervision`` the forward pass returns a list: the full
+    resolution logits first, then auxiliary logits from coarser decoder levels, upsampled
+    to full resolution. In eval mode it always returns the full-resolution logits alone.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, config: NetworkConfig | None = None):
+        super().__init__()
+        config = config or NetworkConfig()
+        if config.architecture != "unet3d":
+            raise ValueError(f"unknown architecture {config.architecture!r}")
+        if config.block not in ("basic", "residual"):
+            raise ValueError(f"unknown block {config.block!r}: use 'basic' or 'residual'")
+        if config.norm not in _NORMS:
+            raise ValueError(f"unknown norm {config.norm!r}: use 'instance' or 'batch'")
+        if len(config.channels) < 2:
+            raise ValueError("a U-Net needs at least two levels")
+        self.config = config
+        self.in_channels, self.num_classes = in_channels, num_classes
+        block = UnetResBlock if config.block == "residual" else UnetBasicBlock
+        norm = _NORMS[config.norm]
+        channels = list(config.channels)
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for level, width in enumerate(channels):
+            stride = 1 if level == 0 else 2
+            self.encoders.append(_EncoderLevel(block, previous, width, stride, norm, config.dropout, config.squeeze_excitation))
+            previous = width
+        self.decoders = nn.ModuleList(
+            UnetUpBlock(3, channels[level + 1], channels[level], kernel_size=3, stride=1, upsample_kernel_size=2,
+                        norm_name=norm, act_name=_ACT, dropout=config.dropout)
+            for level in reversed(range(len(channels) - 1))
+        )
+        self.head = UnetOutBlock(3, channels[0], num_classes)
+        # Auxiliary heads on the decoder outputs below full resolution (coarsest first is dropped).
+        self.aux_heads = nn.ModuleList(
+            UnetOutBlock(3, channels[level], num_classes) for level in range(1, len(channels) - 1)
+        ) if config.deep_supervision else nn.ModuleList()
+
+    @property
+    def size_divisor(self) -> int:
+        """Spatial sizes must be multiples of this."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+        x = skips.pop()
+        decoder_outputs = []
+        for decoder in self.decoders:
+            x = decoder(x, skips.pop())
+            decoder_outputs.append(x)
+        logits = self.head(x)
+        if not (self.training and self.aux_heads):
+            return logits
+        # decoder_outputs[-1] is full resolution; the ones before are coarser, finest first after reversal.
+        coarser = list(reversed(decoder_outputs[:-1]))
+        aux = [
+            F.interpolate(head(features), size=logits.shape[2:], mode="trilinear", align_corners=False)
+            for head, features in zip(self.aux_heads, coarser, strict=False)
+        ]
+        return [logits, *aux]
+
+
+def build_network(in_channels: int, num_classes: int, config: NetworkConfig | None = None) -> UNet3D:
+    """The network a model card describes."""
+    return UNet3D(in_channels, num_classes, config)
