@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -98,11 +99,46 @@ class ModelRegistry:
         if (path / CARD_FILE).is_file():
             return ModelCard.load(path)
         name = str(name_or_folder)
-        for card in self.all_models():
+        for card in self.bundled_models():
             if card.name == name or card.folder is not None and card.folder.name == name:
                 return card
+        user = self.user_models()
+        by_folder = [card for card in user if card.folder is not None and card.folder.name == name]
+        if by_folder:
+            return by_folder[0]
+        same_name = [card for card in user if card.name == name]
+        if same_name:
+            return max(same_name, key=lambda card: _version_key(card.version))  # the newest version
         known = ", ".join(sorted({c.name for c in self.all_models()})) or "none installed"
         raise ModelError(f"unknown model {name!r} (known models: {known})")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)) or (0,)
+
+
+def check_model_name(name: str) -> str:
+    """A model name usable as a folder name on every platform."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise ModelError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 64, no spaces)")
+    return name
+
+
+def next_user_model_folder(name: str, registry: ModelRegistry | None = None) -> tuple[Path, int]:
+    """The folder and version number for a new version of user model ``name``: name, name-v2, name-v3…
+
+    Never an existing folder, and never a bundled model's name: user models do not shadow them.
+    """
+    registry = registry or ModelRegistry()
+    check_model_name(name)
+    if any(card.name == name for card in registry.bundled_models()):
+        raise ModelError(f"model name {name!r} is taken by a bundled model; choose another name")
+    version = 1
+    while True:
+        folder = registry.user / (name if version == 1 else f"{name}-v{version}")
+        if not folder.exists():
+            return folder, version
+        version += 1
 
 
 def verify_weights(card: ModelCard) -> Path:
