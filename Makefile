@@ -1,5 +1,6 @@
 # The two set-up commands of the README:  make demo  (segment the bundled demo volume)
 #                                         make test  (the whole test suite)
+export PYTHONUTF8 := 1
 VENV ?= .venv
 BIN := $(VENV)/bin
 

@@ -172,3 +172,27 @@ def test_models_lists_the_registry(registry_env, capsys) -> None:
     assert [m["name"] for m in listed] == ["tiny-test"]
     assert ModelCard.from_dict(listed[0]).num_classes == 4
     assert np.isclose(listed[0]["target_spacing"][0], 2.0)
+
+
+def test_transform_option_segments_in_the_labelled_frame(registry_env, volume, tmp_path, capsys) -> None:
+    from MedSegExtension.transforms import frame_grid, read_transform, rotation_from_euler_zyx, write_transform
+
+    rotation = sitk.AffineTransform(3)
+    rotation.SetMatrix(tuple(rotation_from_euler_zyx(0.0, 0.0, 30.0).ravel()))
+    rotation.SetCenter(make_phantom().TransformContinuousIndexToPhysicalPoint([s / 2 for s in make_phantom().GetSize()]))
+    transform_file = write_transform(rotation, tmp_path / "itksnap.txt", itk_snap=True)
+    assert "MatrixOffsetTransformBase_double_3_3" in transform_file.read_text(encoding="utf-8")
+    output = tmp_path / "in_frame.nii.gz"
+    code, _, err = run_cli(capsys, "predict", volume, "-o", output, "--transform", transform_file)
+    assert code == 0, err
+    expected = frame_grid(sitk.ReadImage(str(volume)), read_transform(transform_file))
+    written = sitk.ReadImage(str(output))
+    assert written.GetSize() == tuple(expected.size)
+    np.testing.assert_allclose(written.GetOrigin(), expected.origin, atol=1e-4)
+
+    broken = tmp_path / "broken.txt"
+    broken.write_text("#Insight Transform File V1.0\n#Transform 0\nTransform: MatrixOffsetTransformBase_double_3_3\n"
+                      "Parameters: 1 0 0 0 1 0 0 0 1 0 0\nFixedParameters: 0 0 0\n")
+    code, _, err = run_cli(capsys, "predict", volume, "-o", tmp_path / "x.nii.gz", "--transform", broken)
+    assert code == 2 and str(broken) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.nii.gz").exists()

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference.devices import DEVICE_CHOICES
-from ..inference.pipeline import InferenceOptions
+from ..inference import DEVICE_CHOICES
 from .progress_display import ProgressDisplay
 
 
@@ -22,7 +21,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress display on stderr (auto: a bar when stderr is a terminal)")
 
 
-def inference_options(args: argparse.Namespace, *, probabilities: bool = False, uncertainty: bool = False) -> InferenceOptions:
+def inference_options(args: argparse.Namespace, *, probabilities: bool = False, uncertainty: bool = False):
+    """The :class:`InferenceOptions` the arguments ask for (imported here: torch loads only when work starts)."""
+    from ..inference.pipeline import InferenceOptions
+
     if not 0.0 <= args.overlap <= 0.95:
         raise InputError(f"--overlap {args.overlap}: must lie in [0, 0.95]")
     if args.window_batch is not None and args.window_batch < 1:

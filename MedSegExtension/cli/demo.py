@@ -12,12 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference.pipeline import Segmenter
-from ..io.segmentation_files import write_labelmap
-from ..io.volumes import read_volume
-from ..models.registry import ModelRegistry
 from ..progress import CancelToken
-from ..visualization import render_overlay
 from .common import add_inference_arguments, inference_options, make_display
 
 # Colin27 (ch2), a real 1 mm T1 MRI, installed by scripts/install_data.sh from Debian's mricron-data.
@@ -43,6 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from ..inference.pipeline import Segmenter
+    from ..io.segmentation_files import write_labelmap
+    from ..io.volumes import read_volume
+    from ..models.registry import ModelRegistry
+    from ..visualization import render_overlay
+
     start = time.perf_counter()
     source = Path(args.input) if args.input else demo_volume()
     options = inference_options(args)

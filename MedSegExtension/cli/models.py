@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models.registry import ModelRegistry
 from ..progress import CancelToken
 
 
@@ -16,6 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from ..models.registry import ModelRegistry
+
     registry = ModelRegistry()
     rows = [("bundled", card) for card in registry.bundled_models()] + [("user", card) for card in registry.user_models()]
     if args.json:

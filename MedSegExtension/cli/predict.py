@@ -6,11 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..inference.pipeline import SegmentationResult, Segmenter
 from ..io.atomic import compound_suffix
-from ..io.segmentation_files import write_labelmap
 from ..io.volumes import check_volume, read_image, squeeze_to_3d, write_image
-from ..models.registry import ModelRegistry
 from ..progress import CancelToken
 from .common import add_inference_arguments, check_output, inference_options, make_display
 
@@ -61,7 +58,9 @@ def apply_frame(images, transform_path: str | None, invert: bool):
     return [first, *rest]
 
 
-def write_result(result: SegmentationResult, card, output: str, probabilities: str | None, uncertainty: str | None) -> list[Path]:
+def write_result(result, card, output: str, probabilities: str | None, uncertainty: str | None) -> list[Path]:
+    from ..io.segmentation_files import write_labelmap
+
     written = [write_labelmap(result.labels, output, card.labels)]
     if probabilities:
         written.append(write_image(result.probabilities, probabilities))
@@ -71,6 +70,9 @@ def write_result(result: SegmentationResult, card, output: str, probabilities: s
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from ..inference.pipeline import Segmenter
+    from ..models.registry import ModelRegistry
+
     if compound_suffix(Path(args.output)) not in OUTPUT_SUFFIXES:
         raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
     for path in (args.output, args.probabilities, args.uncertainty):

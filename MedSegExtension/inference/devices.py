@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from . import DEVICE_CHOICES
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from ..models.card import ModelCard
 from ..models.registry import load_network
@@ -61,12 +62,19 @@ def _image_like(array: np.ndarray, reference: sitk.Image, vector: bool = False) 
 class Segmenter:
     """A loaded model on a device; call it on one case after another."""
 
-    def __init__(self, card: ModelCard, device: str = "auto", log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        device: str = "auto",
+        log: Callable[[str], None] | None = None,
+        network: torch.nn.Module | None = None,
+    ) -> None:
+        """Load ``card``'s verified weights, or use ``network`` as it is (a model still in memory)."""
         self.card = card
         self.device = resolve_device(device)
         self.messages: list[str] = []
         self._log_sink = log
-        self.network = load_network(card, self.device)
+        self.network = load_network(card, self.device) if network is None else network.to(self.device).eval()
 
     def _log(self, message: str) -> None:
         self.messages.append(message)

@@ -122,7 +122,7 @@ class ModelCard:
 
         path = Path(folder) / CARD_FILE
         with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -196,7 +196,7 @@ class ModelCard:
         if not path.is_file():
             raise ModelError(f"{folder}: not a model folder (no {CARD_FILE})")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: cannot read model card ({exc})") from None
         card = cls.from_dict(data, source=str(path))

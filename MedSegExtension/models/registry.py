@@ -85,7 +85,7 @@ class ModelRegistry:
     def default_name(self) -> str:
         marker = self.bundled / DEFAULT_MARKER
         if marker.is_file():
-            return marker.read_text().strip()
+            return marker.read_text(encoding="utf-8").strip()
         bundled = self.bundled_models()
         if len(bundled) == 1:
             return bundled[0].name
