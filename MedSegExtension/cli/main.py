@@ -18,7 +18,7 @@ from ..errors import CancelledError, MedSegError
 from ..progress import CancelToken
 
 # Each module defines ``add_parser(subparsers)`` and ``run(args, cancel) -> int``.
-SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate")
+SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate", "finetune", "suggest")
 
 
 def _available_subcommands() -> list:

@@ -103,12 +103,12 @@ class ModelRegistry:
             if card.name == name or card.folder is not None and card.folder.name == name:
                 return card
         user = self.user_models()
-        by_folder = [card for card in user if card.folder is not None and card.folder.name == name]
-        if by_folder:
-            return by_folder[0]
         same_name = [card for card in user if card.name == name]
         if same_name:
             return max(same_name, key=lambda card: _version_key(card.version))  # the newest version
+        by_folder = [card for card in user if card.folder is not None and card.folder.name == name]
+        if by_folder:
+            return by_folder[0]  # one version by its folder, e.g. "liver-v2"
         known = ", ".join(sorted({c.name for c in self.all_models()})) or "none installed"
         raise ModelError(f"unknown model {name!r} (known models: {known})")
 

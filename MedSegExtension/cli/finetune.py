@@ -1,0 +1,131 @@
+"""``medseg finetune``: learn from a few labelled slices of one volume, save a user model, predict it all.
+
+The annotation is a label map on the volume's grid (``.seg.nrrd`` from Slicer keeps segment
+names and colours; ``.nii.gz`` works too). Which of its voxels count is said by one of
+``--slices`` (complete slices: every voxel of a listed slice counts, unpainted ones as
+background), ``--mask`` (a volume of labelled voxels) or ``--scribbles`` (only painted voxels
+count; a background segment marks negative strokes). The annotation file is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from ..progress import CancelToken
+from .common import check_output, make_display
+
+DEFAULT_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                  (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("finetune", help="fine-tune on sparse slices and predict the volume",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="the volume")
+    parser.add_argument("--labels", required=True, help="annotation label map (.seg.nrrd, .nii.gz, .nrrd)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--slices", help="annotated slices, e.g. 'k:40,60;j:100' or 'axial:40;coronal:90'")
+    which.add_argument("--mask", help="volume whose non-zero voxels are the labelled ones")
+    which.add_argument("--scribbles", action="store_true", help="only painted voxels count")
+    parser.add_argument("--background-value", type=int,
+                        help="with --scribbles: the label value of background strokes "
+                             "(default: the segment named 'background')")
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--model", help="base model to start from (default: the bundled default model)")
+    base.add_argument("--from-scratch", action="store_true", help="start from random weights")
+    parser.add_argument("--name", required=True, help="name of the new user model (saved as NAME, NAME-v2, …)")
+    parser.add_argument("--time-budget", type=float, help="seconds of training (default 150 on CPU, 30 on GPU)")
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", help="also write the dense prediction (.seg.nrrd, .nii.gz)")
+    parser.add_argument("--uncertainty", help="also write the uncertainty map")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+    parser.set_defaults(run=run)
+
+
+def class_info_for(info, values, base_card):
+    """Segment names/colours: from the file, else the base model's card by value, else generated."""
+    from ..models.card import LabelInfo
+
+    by_value = {label.value: label for label in info}
+    card_by_value = {label.value: label for label in base_card.labels} if base_card else {}
+    result = []
+    for index, value in enumerate(values):
+        label = by_value.get(value) or card_by_value.get(value)
+        result.append(label or LabelInfo(value, f"Segment {value}", DEFAULT_COLORS[index % len(DEFAULT_COLORS)]))
+    return result
+
+
+def load_annotation(args: argparse.Namespace, image):
+    """The sparse annotation and the segment info the file carries."""
+    from ..io.segmentation_files import read_labelmap
+    from ..io.volumes import read_image
+    from ..sparse.annotations import from_mask, from_scribbles, from_slices, parse_slice_spec
+
+    labels, info = read_labelmap(args.labels)
+    if args.slices:
+        return from_slices(image, labels, parse_slice_spec(args.slices, image), args.labels), info
+    if args.mask:
+        return from_mask(image, labels, read_image(args.mask), args.labels, args.mask), info
+    background = args.background_value
+    if background is None:
+        named = [label.value for label in info if label.name.strip().lower() == "background"]
+        if not named:
+            raise InputError(f"{args.labels}: --scribbles needs --background-value or a segment named 'background'")
+        background = named[0]
+    info = [label for label in info if label.value != background]
+    return from_scribbles(image, labels, background, args.labels), info
+
+
+def run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from ..io.segmentation_files import write_labelmap
+    from ..io.volumes import read_volume, write_image
+    from ..models.registry import ModelRegistry, check_model_name
+    from ..sparse.finetune import FineTuneSettings, fine_tune, save_finetuned
+
+    check_model_name(args.name)
+    for path in (args.output, args.uncertainty):
+        check_output(path, args.overwrite)
+    image = read_volume(args.input)
+    annotation, info = load_annotation(args, image)
+    base_name = None if args.from_scratch else (args.model or ModelRegistry().default_name())
+    base_card = ModelRegistry().find(base_name) if base_name else None
+    classes = class_info_for(info, annotation.classes, base_card)
+    settings = FineTuneSettings(base_model=base_name, time_budget=args.time_budget, max_steps=args.max_steps,
+                                device=args.device, seed=args.seed)
+    display = make_display(args)
+    try:
+        result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name)
+        cancel.raise_if_cancelled()
+        card = save_finetuned(result, args.name)
+        if args.output:
+            write_labelmap(result.labels, args.output, card.labels)
+        if args.uncertainty:
+            write_image(result.uncertainty, args.uncertainty)
+    finally:
+        display.close()
+    start = f"from {base_card.name} {base_card.version}" if base_card else "from scratch"
+    print(f"trained {start} for {result.steps} steps in {result.seconds:.0f} s ({result.stopped_because})")
+    if result.reused_classes:
+        print(f"classes that kept the base model's output channel: {', '.join(result.reused_classes)}")
+    if result.held_out is not None:
+        print(f"held-out slice {result.held_out}: mean Dice {result.held_out_dice:.3f}")
+    else:
+        print("no held-out check (needs 3 or more parallel slices, each class present in the others)")
+    print(f"saved model {card.name} version {card.version} in {card.folder}")
+    for path in (args.output, args.uncertainty):
+        if path:
+            print(f"wrote {Path(path)}")
+    print_suggestions(result.suggestions)
+    return 0
+
+
+def print_suggestions(suggestions) -> None:
+    print("slices to annotate next (least certain first):")
+    for axis, picks in suggestions.items():
+        listed = ", ".join(f"{index} ({score:.2f})" for index, score in picks) or "none"
+        print(f"  {axis}: {listed}")

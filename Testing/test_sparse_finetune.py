@@ -1,0 +1,153 @@
+"""Sparse fine-tuning: real torch training on a real volume, masked loss, iteration, CLI loop."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSegExtension.cli.main import main
+from MedSegExtension.errors import CancelledError
+from MedSegExtension.io.segmentation_files import read_labelmap, write_labelmap
+from MedSegExtension.io.volumes import same_geometry
+from MedSegExtension.models.card import LabelInfo, NetworkConfig
+from MedSegExtension.models.registry import ModelRegistry
+from MedSegExtension.progress import CancelToken
+from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
+from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune, keep_annotated_components
+
+INFO = [LabelInfo(1, "Left blob", (230, 80, 80)), LabelInfo(2, "Right blob", (80, 80, 230))]
+
+
+def two_balls(size: int = 32) -> tuple[sitk.Image, np.ndarray]:
+    rng = np.random.default_rng(0)
+    k, j, i = np.meshgrid(*(np.arange(size),) * 3, indexing="ij")
+    left = ((i - 12) ** 2 + (j - 16) ** 2 + (k - 16) ** 2) < 7**2
+    right = ((i - 25) ** 2 + (j - 16) ** 2 + (k - 16) ** 2) < 4**2
+    image = sitk.GetImageFromArray((20 + 60 * left + 100 * right + rng.normal(0, 8, left.shape)).astype(np.float32))
+    image.SetSpacing((1.1, 1.0, 1.2))
+    return image, (left * 1 + right * 2).astype(np.uint8)
+
+
+def labels_on(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(image)
+    return labels
+
+
+FAST = FineTuneSettings(max_steps=12, time_budget=300, patch_size=(16, 16, 16), batch_size=1,
+                        network=NetworkConfig(channels=(4, 8)), validate_every=4)
+
+
+def test_unlabelled_voxels_change_nothing() -> None:
+    """Zero weight means zero influence: scrambling labels outside the known voxels gives identical training."""
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 14), SliceRef("k", 16), SliceRef("k", 18)])
+    scrambled = annotation.labels.copy()
+    scrambled[~annotation.known] = np.random.default_rng(1).integers(0, 3, (~annotation.known).sum())
+    other = SparseAnnotation(scrambled, annotation.known.copy(), annotation.slices)
+    torch.manual_seed(0)
+    first = fine_tune(image, annotation, INFO, FAST)
+    torch.manual_seed(0)
+    second = fine_tune(image, other, INFO, FAST)
+    assert first.losses == second.losses
+    for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
+        assert torch.equal(a, b)
+    assert first.held_out == SliceRef("k", 16) and first.held_out_dice is not None
+
+
+def test_training_fits_the_known_voxels_and_predicts_on_the_input_grid() -> None:
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 13), SliceRef("k", 19), SliceRef("j", 16)])
+    before = annotation.labels.copy(), annotation.known.copy()
+    settings = FineTuneSettings(max_steps=120, time_budget=600, patch_size=(24, 24, 24), batch_size=2,
+                                network=NetworkConfig(channels=(8, 16, 32)), learning_rate=3e-3, hold_out=False)
+    result = fine_tune(image, annotation, INFO, settings)
+    assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:10])
+    assert same_geometry(result.labels, image)
+    prediction = sitk.GetArrayFromImage(result.labels)
+    on_known = prediction[annotation.known] == truth[annotation.known]
+    assert on_known.mean() > 0.97
+    dice = 2 * ((prediction == 1) & (truth == 1)).sum() / ((prediction == 1).sum() + (truth == 1).sum())
+    assert dice > 0.6
+    assert np.array_equal(before[0], annotation.labels) and np.array_equal(before[1], annotation.known)
+    assert set(result.suggestions) == {"i", "j", "k"}
+
+
+def test_components_without_an_annotated_voxel_are_dropped() -> None:
+    image, truth = two_balls()
+    prediction = truth.copy()
+    prediction[2:5, 2:5, 2:5] = 1  # a look-alike far from the labelled structure
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])
+    kept = sitk.GetArrayFromImage(keep_annotated_components(labels_on(image, prediction), annotation))
+    assert kept[3, 3, 3] == 0 and np.array_equal(kept, truth)
+
+
+def test_cancel_stops_training() -> None:
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])
+    token = CancelToken()
+    steps = []
+
+    def cancel_after_three(fraction: float, message: str) -> None:
+        steps.append(message)
+        if len(steps) == 3:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        fine_tune(image, annotation, INFO, FAST, progress=cancel_after_three, cancel=token)
+    assert len(steps) == 3
+
+
+@pytest.fixture
+def sparse_case(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MEDSEG_BUNDLED_MODELS", str(tiny_model_dir.parent))
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    image, truth = two_balls()
+    volume = tmp_path / "volume.nii.gz"
+    sitk.WriteImage(image, str(volume))
+    annotation = tmp_path / "annotation.seg.nrrd"
+    write_labelmap(labels_on(image, truth), annotation, INFO)
+    return volume, annotation
+
+
+def test_cli_loop_finetune_predict_iterate_suggest(sparse_case, tmp_path, capsys) -> None:
+    volume, annotation = sparse_case
+    digest = hashlib.sha256(annotation.read_bytes()).hexdigest()
+    output = tmp_path / "dense.seg.nrrd"
+    code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:14,16,18",
+                 "--name", "blobs", "--max-steps", "6", "-o", str(output)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "from tiny-test 0.0.1" in out and "Left blob, Right blob" in out  # names matched the base card
+    assert "held-out slice k:16" in out and "saved model blobs version 1" in out
+    labels, info = read_labelmap(output)
+    assert same_geometry(labels, sitk.ReadImage(str(volume))) and [i.name for i in info] == ["Left blob", "Right blob"]
+    assert hashlib.sha256(annotation.read_bytes()).hexdigest() == digest  # the user's annotation is untouched
+
+    card = ModelRegistry().find("blobs")
+    assert card.training["annotated_slices"] == ["k:14", "k:16", "k:18"] and card.training["base_model"] == "tiny-test 0.0.1"
+    assert main(["predict", str(volume), "--model", "blobs", "-o", str(tmp_path / "again.nii.gz")]) == 0
+
+    # Iterate: warm start from the previous round; a new version, the first kept.
+    assert main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:12,16,20;j:16",
+                 "--model", "blobs", "--name", "blobs", "--max-steps", "4"]) == 0
+    assert "saved model blobs version 2" in capsys.readouterr().out
+    assert ModelRegistry().find("blobs").version == "2" and ModelRegistry().find("blobs-v2").version == "2"
+    assert main(["suggest", str(volume), "--model", "blobs", "--count", "2", "--json"]) == 0
+    assert set(__import__("json").loads(capsys.readouterr().out)) == {"i", "j", "k"}
+
+
+def test_cli_refuses_bad_sparse_input(sparse_case, tmp_path, capsys) -> None:
+    volume, annotation = sparse_case
+    code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:99", "--name", "x"])
+    assert code == 2 and "outside the volume" in capsys.readouterr().err
+    code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:1", "--name", "x"])
+    assert code == 2 and "contain no structure" in capsys.readouterr().err
+    code = main(["finetune", str(volume), "--labels", str(annotation), "--scribbles", "--name", "x"])
+    assert code == 2 and "--background-value" in capsys.readouterr().err
+    assert not (tmp_path / "home" / "models").exists()
