@@ -10,7 +10,7 @@ setup:
 	bash scripts/setup_env.sh
 
 data: setup
-	bash scripts/install_data.sh $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/install_data.sh
 
 demo: data
 	$(BIN)/medseg demo

@@ -25,6 +25,16 @@ CARD_FORMAT_VERSION = 1
 NORMALIZATION_KINDS = ("window", "percentile", "zscore", "none")
 
 
+def _slicerio_terminology(terminology: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Accept ``modifier`` as a short name for slicerio's ``typeModifier``."""
+    if not terminology:
+        return terminology
+    terminology = dict(terminology)
+    if "modifier" in terminology:
+        terminology.setdefault("typeModifier", terminology.pop("modifier"))
+    return terminology
+
+
 @dataclass
 class LabelInfo:
     value: int
@@ -133,7 +143,7 @@ class ModelCard:
                     value=int(item["value"]),
                     name=str(item["name"]),
                     color=tuple(int(c) for c in item["color"]),  # type: ignore[arg-type]
-                    terminology=item.get("terminology"),
+                    terminology=_slicerio_terminology(item.get("terminology")),
                 )
                 for item in data["labels"]
             ]

@@ -12,12 +12,15 @@ import os
 import re
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..networks import UNet3D, build_network
 from .card import CARD_FILE, ModelCard
+
+if TYPE_CHECKING:  # torch loads only when weights do: listing models stays light (Slicer's GUI process)
+    import torch
+
+    from ..networks import UNet3D
 
 DEFAULT_MARKER = "DEFAULT"  # Resources/Models/DEFAULT holds the default model's name
 
@@ -159,6 +162,10 @@ def verify_weights(card: ModelCard) -> Path:
 
 def load_network(card: ModelCard, device: str | torch.device = "cpu") -> UNet3D:
     """Build the card's network, load its verified weights, and put it in eval mode on ``device``."""
+    import torch
+
+    from ..networks import build_network
+
     path = verify_weights(card)
     network = build_network(card.input_channels, card.num_classes, card.network)
     try:
@@ -173,6 +180,8 @@ def load_network(card: ModelCard, device: str | torch.device = "cpu") -> UNet3D:
 
 def save_model(card: ModelCard, network: torch.nn.Module, folder: str | os.PathLike[str]) -> ModelCard:
     """Write weights and card into ``folder`` (atomically, weights first), filling in the sha256."""
+    import torch
+
     from ..io.atomic import atomic_output
 
     folder = Path(folder)

@@ -1,0 +1,261 @@
+"""The module's end-to-end checks, written once for ``MedSegModuleTest`` (inside Slicer, on
+``slicer.mrmlScene``) and for the headless CI tests (a ``slicer-core`` scene).
+
+Each check takes a ``unittest.TestCase`` for its assertions, the scene, a function that loads a
+volume file with Slicer's reader, and a scratch folder. The data are made on the spot: a
+phantom volume written to NRRD, and a small model with random weights (real card, real
+weights file with its sha256) saved with the engine's own :func:`save_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import unittest
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from MedSegExtension.errors import CancelledError, InputError, ModelError
+from MedSegExtension.io.segmentation_files import read_labelmap
+from MedSegExtension.models.card import LabelInfo
+
+from .scene_guard import node_ids
+from .segmentation_logic import SegmentationRun, SegmentationSettings
+from .segmentation_nodes import (
+    import_segmentation_file,
+    labels_to_segmentation_node,
+    save_segmentation,
+    segment_label_value,
+    segment_terminology,
+    segment_volumes,
+    segmentation_to_labels,
+    segments,
+    terminology_entry,
+)
+from .transform_nodes import harden_transform, itk_euler_angles, load_itk_transform
+from .volume_conversion import node_ijk_to_ras, sitk_to_volume_node, volume_node_to_sitk
+
+VolumeLoader = Callable[[str, str], Any]
+TISSUE = {"category": ["SCT", "85756007", "Tissue"], "type": ["SCT", "85756007", "Tissue"]}
+
+
+def phantom(size=(40, 36, 32), spacing=(1.2, 1.0, 1.5), origin=(-20.0, 10.0, 5.0), direction=None, seed=0) -> sitk.Image:
+    """An ellipsoid with two bright blobs and noise, float32, with non-trivial geometry."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in size[::-1]), indexing="ij")
+    array = 100.0 * ((i**2 + j**2 + k**2) < 0.8) + rng.normal(0, 5, size[::-1])
+    array += 200.0 * (((i - 0.35) ** 2 + j**2 + k**2) < 0.05)
+    array += 300.0 * (((i + 0.35) ** 2 + j**2 + k**2) < 0.05)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction or (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    return image
+
+
+def make_tiny_model(folder: Path, name: str = "selftest-tiny") -> Path:
+    """A complete model folder with random weights (4/8 channels, 16³ windows)."""
+    import torch
+
+    from MedSegExtension.models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
+    from MedSegExtension.models.registry import save_model
+    from MedSegExtension.networks import build_network
+
+    card = ModelCard(
+        name=name, version="0.0.1", description="Random weights, for the module self-test.", modality="any",
+        input_channels=1,
+        labels=[LabelInfo(1, "Left blob", (230, 80, 80), TISSUE), LabelInfo(2, "Right blob", (80, 80, 230)),
+                LabelInfo(5, "Body", (80, 200, 80))],
+        target_spacing=(2.0, 2.0, 2.0), window_size=(16, 16, 16),
+        normalization=Normalization("percentile", 0.5, 99.5), network=NetworkConfig(channels=(4, 8)),
+    )
+    torch.manual_seed(0)
+    save_model(card, build_network(1, card.num_classes, card.network), folder / name)
+    return folder / name
+
+
+def _write(image: sitk.Image, path: Path) -> str:
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def check_segmentation_workflow(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path) -> Any:
+    """Real volume -> engine -> new segmentation node: names, colours, terminology, geometry,
+    provenance, subject hierarchy, uncertainty map, volumes, label export, .seg.nrrd round trip."""
+    model = make_tiny_model(workdir)
+    image = phantom()
+    volume = load_volume(_write(image, workdir / "phantom.nrrd"), "Phantom")
+    mine = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    mine.CopyInformation(image)
+    mine[5:9, 5:9, 5:9] = 1
+    user_node = labels_to_segmentation_node(scene, mine, [LabelInfo(1, "Mine", (10, 20, 30))], "My work", volume)
+    before = node_ids(scene)
+    run = SegmentationRun(scene, volume, SegmentationSettings(str(model), device="cpu", uncertainty=True))
+    run.start()
+    tc.assertIsNotNone(run.task.wait(timeout=300))
+    engine_file = shutil.copy(run.output_path, workdir / "engine.seg.nrrd")  # the engine's own output, kept
+    outcome = run.finish()
+    seg = outcome.segmentation_node
+    added = [scene.GetNodeByID(node_id) for node_id in node_ids(scene) - before]
+    data = {n.GetID() for n in added if not n.IsA("vtkMRMLDisplayNode") and not n.IsA("vtkMRMLStorageNode")}
+    tc.assertEqual(data, {seg.GetID(), outcome.uncertainty_node.GetID()})  # only added, and only these
+    tc.assertIsNot(seg, user_node)  # the user's segmentation is never reused or overwritten
+    tc.assertEqual([(s.GetName(), v.voxels) for (_i, s), v in zip(segments(user_node), segment_volumes(user_node))], [("Mine", 64)])
+    tc.assertTrue(seg.GetName().startswith("Phantom selftest-tiny"))
+    tc.assertEqual([s.GetName() for _i, s in segments(seg)], ["Left blob", "Right blob", "Body"])
+    tc.assertEqual([segment_label_value(s) for _i, s in segments(seg)], [1, 2, 5])
+    colours = [tuple(round(c * 255) for c in s.GetColor()) for _i, s in segments(seg)]
+    tc.assertEqual(colours, [(230, 80, 80), (80, 80, 230), (80, 200, 80)])
+    tc.assertEqual(segment_terminology(segments(seg)[0][1]), terminology_entry(TISSUE))
+    tc.assertEqual(seg.GetAttribute("MedSeg.Model"), "selftest-tiny")
+    tc.assertEqual(seg.GetAttribute("MedSeg.ModelVersion"), "0.0.1")
+    card = json.loads((model / "model.json").read_text())
+    tc.assertEqual(seg.GetAttribute("MedSeg.ModelSHA256"), card["sha256"])
+    tc.assertEqual(seg.GetAttribute("MedSeg.Device"), "cpu")
+    tc.assertEqual(json.loads(seg.GetAttribute("MedSeg.Settings")), {"device": "cpu", "tta": False, "uncertainty": True})
+    tc.assertTrue(seg.GetAttribute("MedSeg.Time"))
+
+    # Geometry: the exported label map sits exactly on the input grid and equals the engine's file
+    # (read with the engine's own reader, not Slicer's).
+    labels, infos = segmentation_to_labels(seg, volume)
+    engine_labels, _ = read_labelmap(engine_file)
+    tc.assertTrue(np.array_equal(sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(engine_labels)))
+    np.testing.assert_allclose(engine_labels.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    tc.assertEqual(labels.GetSize(), image.GetSize())
+    np.testing.assert_allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(labels.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(labels.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    tc.assertEqual([info.value for info in infos], [1, 2, 5])
+    values, counts = np.unique(sitk.GetArrayViewFromImage(labels), return_counts=True)
+    tc.assertTrue(set(values.tolist()) <= {0, 1, 2, 5})
+    by_name = {v.name: v for v in segment_volumes(seg)}
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    for value, name in ((1, "Left blob"), (2, "Right blob"), (5, "Body")):
+        count = int(counts[values == value].sum())
+        tc.assertEqual(by_name[name].voxels, count)
+        tc.assertAlmostEqual(by_name[name].millilitres, count * voxel_ml, places=6)
+
+    # Beside the input in the subject hierarchy.
+    hierarchy = scene.GetSubjectHierarchyNode()
+    parent_of = lambda node: hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node))  # noqa: E731
+    tc.assertEqual(parent_of(seg), parent_of(volume))
+
+    # Uncertainty: a volume on the input grid with values in [0, 1].
+    uncertainty = volume_node_to_sitk(outcome.uncertainty_node)
+    tc.assertEqual(uncertainty.GetSize(), image.GetSize())
+    array = sitk.GetArrayViewFromImage(uncertainty)
+    tc.assertGreaterEqual(float(array.min()), 0.0)
+    tc.assertLessEqual(float(array.max()), 1.0 + 1e-6)
+
+    # .seg.nrrd round trip with Slicer's writer and reader; no overwriting.
+    path = save_segmentation(seg, workdir / "saved.seg.nrrd")
+    with tc.assertRaises(InputError):
+        save_segmentation(seg, path)
+    reloaded = import_segmentation_file(scene, path, "Reloaded")
+    tc.assertEqual([s.GetName() for _i, s in segments(reloaded)], ["Left blob", "Right blob", "Body"])
+    tc.assertEqual([segment_label_value(s) for _i, s in segments(reloaded)], [1, 2, 5])
+    again, _ = segmentation_to_labels(reloaded, volume)
+    tc.assertTrue(np.array_equal(sitk.GetArrayViewFromImage(again), sitk.GetArrayViewFromImage(labels)))
+    return seg
+
+
+def _expect_error(tc: unittest.TestCase, scene: Any, error: type, action: Callable[[], Any], fragment: str) -> None:
+    before = node_ids(scene)
+    with tc.assertRaises(error) as caught:
+        action()
+    message = str(caught.exception)
+    tc.assertIn(fragment, message)
+    tc.assertNotIn("\n", message)
+    tc.assertEqual(node_ids(scene), before, "a failed operation left nodes in the scene")
+
+
+def check_bad_inputs(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path) -> None:
+    """Unsupported transform, 4D volume, unknown model, corrupted weights: one-line errors, no nodes."""
+    model = make_tiny_model(workdir)
+    volume = load_volume(_write(phantom(), workdir / "input.nrrd"), "Input")
+
+    bspline = sitk.BSplineTransform(3, 3)
+    bspline.SetTransformDomainOrigin((0.0, 0.0, 0.0))
+    sitk.WriteTransform(bspline, str(workdir / "bspline.txt"))
+    _expect_error(tc, scene, InputError, lambda: load_itk_transform(scene, workdir / "bspline.txt", volume), "bspline.txt")
+    (workdir / "garbage.tfm").write_text("this is not a transform\n")
+    _expect_error(tc, scene, InputError, lambda: load_itk_transform(scene, workdir / "garbage.tfm", volume), "garbage.tfm")
+    tc.assertIsNone(volume.GetParentTransformNode())
+
+    time_series = sitk.GetImageFromArray(np.random.default_rng(1).random((12, 10, 8, 3)).astype(np.float32), isVector=True)
+    four_d = sitk_to_volume_node(scene, time_series, "TimeSeries", node_class="vtkMRMLVectorVolumeNode")
+    settings = SegmentationSettings(str(model), device="cpu")
+    _expect_error(tc, scene, InputError, lambda: SegmentationRun(scene, four_d, settings), "3 values per voxel")
+    _expect_error(tc, scene, ModelError,
+                  lambda: SegmentationRun(scene, volume, SegmentationSettings("no-such-model")), "unknown model 'no-such-model'")
+    corrupt = workdir / "corrupt"
+    shutil.copytree(model, corrupt)
+    with open(corrupt / "model.pt", "ab") as stream:
+        stream.write(b"\0")
+    _expect_error(tc, scene, ModelError, lambda: SegmentationRun(scene, volume, SegmentationSettings(str(corrupt))), "sha256 mismatch")
+
+
+def check_cancel(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path) -> None:
+    """Cancel while the engine works: it stops within seconds and the scene is unchanged."""
+    model = make_tiny_model(workdir)
+    volume = load_volume(_write(phantom(size=(120, 120, 96), spacing=(1.0, 1.0, 1.0)), workdir / "large.nrrd"), "Large")
+    before = node_ids(scene)
+    run = SegmentationRun(scene, volume, SegmentationSettings(str(model), device="cpu", tta=True))
+    run.start()
+    workfolder = run.workdir
+    cancelled_at = None
+    deadline = time.monotonic() + 120
+    while not run.done and time.monotonic() < deadline:
+        events = run.poll()
+        if cancelled_at is None and any(e.kind == "progress" and (e.fraction or 0.0) > 0.0 for e in events):
+            run.cancel()
+            cancelled_at = time.monotonic()
+        time.sleep(0.05)
+    tc.assertIsNotNone(cancelled_at, "the engine finished before it could be cancelled")
+    tc.assertLess(time.monotonic() - cancelled_at, 10.0)
+    with tc.assertRaises(CancelledError):
+        run.finish()
+    tc.assertEqual(node_ids(scene), before)
+    tc.assertFalse(Path(workfolder).exists())
+
+
+def check_itk_snap_transform(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path, resample: Callable[[Any, Any], Any]) -> None:
+    """An ITK-SNAP ``MatrixOffsetTransformBase`` file shows the volume as SimpleITK resamples it.
+
+    ``resample(volume, reference)`` resamples a volume node (through its parent transforms)
+    onto a reference volume's grid, e.g. ``vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume``.
+    """
+    from MedSegExtension.transforms import itk_snap_text, read_transform
+
+    image = phantom()  # oblique direction: LPS/RAS and direction mistakes would show
+    volume = load_volume(_write(image, workdir / "moving.nrrd"), "Moving")
+    reference = load_volume(_write(image, workdir / "reference.nrrd"), "Reference")
+    angle = np.radians(20.0)
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0))
+    affine.SetTranslation((2.0, -3.0, 1.5))
+    affine.SetCenter((4.0, 28.0, 28.0))
+    path = workdir / "itksnap.txt"
+    path.write_text(itk_snap_text(affine))
+    tc.assertIn("MatrixOffsetTransformBase_double_3_3", path.read_text())
+    transform = read_transform(path)
+
+    node = load_itk_transform(scene, path, volume)
+    tc.assertEqual(volume.GetTransformNodeID(), node.GetID())
+    rx, ry, rz = itk_euler_angles(node)
+    np.testing.assert_allclose((rx, ry, rz), (0.0, 0.0, 20.0), atol=1e-6)
+    expected = sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0))
+    shown = sitk.GetArrayFromImage(volume_node_to_sitk(resample(volume, reference)))
+    np.testing.assert_allclose(shown, expected, atol=0.05)
+
+    before = node_ijk_to_ras(volume, world=True)
+    tc.assertTrue(harden_transform(volume))
+    tc.assertIsNone(volume.GetParentTransformNode())
+    np.testing.assert_allclose(node_ijk_to_ras(volume), before, atol=1e-9)
+    hardened = sitk.GetArrayFromImage(volume_node_to_sitk(resample(volume, reference)))
+    np.testing.assert_allclose(hardened, expected, atol=0.05)

@@ -1,0 +1,133 @@
+"""The few helpers that need the running Slicer application (dialogs, module switching, views).
+
+Kept out of the testable logic on purpose: everything here only forwards to Slicer's GUI.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import qt
+import slicer
+
+from .dependencies import PROTECTED_PACKAGES, constraints_text, install_plan, missing_requirements
+from .segmentation_nodes import segment_volumes
+
+
+def _pytorch_utils() -> Any | None:
+    try:
+        import PyTorchUtils  # the SlicerPyTorch extension
+    except ImportError:
+        return None
+    return PyTorchUtils.PyTorchUtilsLogic()
+
+
+def ensure_dependencies(requester: str = "MedSeg") -> bool:
+    """Install what the engine lacks after the user confirms; True when nothing is missing."""
+    missing = missing_requirements()
+    if not missing:
+        return True
+    torch_logic = _pytorch_utils()
+    plan = "\n".join(f"- {line}" for line in install_plan(missing, torch_logic is not None))
+    if not slicer.util.confirmOkCancelDisplay(
+        f"{requester} needs Python packages that are not installed yet. Install them now? "
+        "This can take several minutes.",
+        f"{requester}: install Python packages",
+        detailedText=plan,
+    ):
+        return False
+    with slicer.util.WaitCursor():
+        for req in missing:
+            if req.project == "torch":
+                if torch_logic is not None:
+                    torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=req.specifier.split(",")[0])
+                else:
+                    slicer.util.pip_install(req.spec)
+        others = [req.spec for req in missing if req.project != "torch"]
+        if others:
+            with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as stream:
+                stream.write(constraints_text())
+            packaging = getattr(slicer, "packaging", None)
+            if packaging is not None and hasattr(packaging, "pip_install"):  # Slicer >= 5.12
+                packaging.pip_install(others, constraints=stream.name, skip_packages=[*PROTECTED_PACKAGES, "torch"])
+            else:
+                slicer.util.pip_install(others + ["-c", stream.name])
+    still = missing_requirements()
+    if still:
+        logging.error("MedSeg: still missing after installation: " + ", ".join(req.spec for req in still))
+    return not still
+
+
+def open_in_segment_editor(segmentation_node: Any, source_volume: Any | None) -> None:
+    """Switch to Segment Editor with this segmentation and its source volume selected."""
+    slicer.util.selectModule("SegmentEditor")
+    editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+    editor.setSegmentationNode(segmentation_node)
+    if source_volume is not None:
+        editor.setSourceVolumeNode(source_volume)  # (setMasterVolumeNode is the removed old name)
+
+
+def show_uncertainty(volume_node: Any | None, uncertainty_node: Any | None, opacity: float = 0.4) -> None:
+    """Show the uncertainty map over the input in the slice views (or hide it when None)."""
+    slicer.util.setSliceViewerLayers(
+        background=volume_node if volume_node is not None else "keep-current",
+        foreground=uncertainty_node,
+        foregroundOpacity=opacity if uncertainty_node is not None else 0.0,
+    )
+
+
+def show_segmentation(volume_node: Any, segmentation_node: Any) -> None:
+    slicer.util.setSliceViewerLayers(background=volume_node, fit=False)
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility(True)
+
+
+def show_status(label: Any, log_view: Any, text: str, error: bool = False) -> None:
+    """A status line in the panel, also in the panel's log and Slicer's log."""
+    label.text = text
+    label.setStyleSheet("color: #c0392b" if error else "")
+    log_view.appendPlainText(text)
+    (logging.error if error else logging.info)(f"MedSeg: {text}")
+
+
+def show_events(events: Any, progress_bar: Any, label: Any, log_view: Any) -> None:
+    """Progress lines move the bar and the status; log lines go to the panel's log."""
+    for event in events:
+        if event.kind == "progress":
+            progress_bar.value = int(round(100 * (event.fraction or 0.0)))
+            label.text = event.message
+        else:
+            log_view.appendPlainText(event.message)
+
+
+def fill_model_selector(combo: Any, catalog: Any, key: str) -> int:
+    """List the catalog's models (data: the model folder) and select ``key``; returns the index."""
+    combo.blockSignals(True)
+    combo.clear()
+    for choice in catalog.models:
+        combo.addItem(choice.label, choice.key)
+    combo.blockSignals(False)
+    for problem in catalog.problems:
+        logging.warning(f"MedSeg: {problem}")
+    index = max(0, combo.findData(key))
+    combo.setCurrentIndex(index)
+    return index
+
+
+def fill_volumes_table(table: Any, segmentation_node: Any | None) -> None:
+    rows = segment_volumes(segmentation_node) if segmentation_node is not None else []
+    table.setRowCount(len(rows))
+    for row, volume in enumerate(rows):
+        for column, text in enumerate((volume.name, f"{volume.millilitres:.2f}", str(volume.voxels))):
+            table.setItem(row, column, qt.QTableWidgetItem(text))
+
+
+def choose_file(parent: Any, title: str, file_filter: str) -> str:
+    return qt.QFileDialog.getOpenFileName(parent, title, "", file_filter) or ""
+
+
+def choose_folder(parent: Any, title: str) -> str:
+    return qt.QFileDialog.getExistingDirectory(parent, title) or ""

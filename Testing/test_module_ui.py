@@ -1,0 +1,148 @@
+"""The module panel (.ui) loaded with PySide6's QUiLoader (offscreen), checked against the code
+that uses it: every ``ui.<name>`` exists, every ``SlicerParameterName`` is a parameter-node field
+of a type the bound widget can show, and the module file follows Slicer's template, thinly."""
+
+from __future__ import annotations
+
+import ast
+import enum
+import os
+import re
+import sys
+import typing
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "MedSegModule"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedSegModule.ui"
+MODULE_FILE = MODULE_DIR / "MedSegModule.py"
+sys.path.insert(0, str(MODULE_DIR))
+
+from MedSegModuleLib.parameters import DeviceChoice, MedSegParameters, Quality  # noqa: E402
+
+QtWidgets = pytest.importorskip("PySide6.QtWidgets")
+QtUiTools = pytest.importorskip("PySide6.QtUiTools")
+QtCore = pytest.importorskip("PySide6.QtCore")
+
+
+@pytest.fixture(scope="module")
+def panel():
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    stream = QtCore.QFile(str(UI_FILE))
+    assert stream.open(QtCore.QFile.ReadOnly)
+    loader = QtUiTools.QUiLoader()
+    widget = loader.load(stream)
+    stream.close()
+    assert widget is not None, loader.errorString()
+    yield widget
+    widget.deleteLater()
+    app.processEvents()
+
+
+def declared_classes() -> dict[str, str]:
+    """objectName -> class as written in the .ui (QUiLoader turns Slicer classes into QWidget)."""
+    return {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).iter("widget")}
+
+
+def bound_widgets(panel) -> dict[str, object]:
+    found = {}
+    for child in panel.findChildren(QtWidgets.QWidget):
+        name = child.property("SlicerParameterName")
+        if name:
+            assert name not in found, f"two widgets bound to {name}"
+            found[name] = child
+    return found
+
+
+def used_ui_names() -> set[str]:
+    code = MODULE_FILE.read_text(encoding="utf-8")
+    return set(re.findall(r"\bself\.ui\.(\w+)", code))
+
+
+def test_the_ui_file_loads_with_its_sections(panel):
+    assert panel.objectName() == "MedSegModule"
+    titles = [b.property("text") for b in panel.findChildren(QtWidgets.QWidget) if declared_classes().get(b.objectName()) == "ctkCollapsibleButton"]
+    assert titles == ["Input", "Model", "Segment", "Review"]
+    assert declared_classes()["MedSegModule"] == "qMRMLWidget"
+
+
+def test_every_ui_name_the_module_uses_exists(panel):
+    names = {child.objectName() for child in panel.findChildren(QtWidgets.QWidget)}
+    used = used_ui_names()
+    assert len(used) > 15
+    assert used - names == set(), f"MedSegModule.py uses ui names the .ui lacks: {sorted(used - names)}"
+
+
+def test_every_parameter_name_is_a_field_the_widget_can_show(panel):
+    fields = typing.get_type_hints(MedSegParameters)
+    classes = declared_classes()
+    bound = bound_widgets(panel)
+    assert set(bound) - set(fields) == set(), f"SlicerParameterName without a field: {sorted(set(bound) - set(fields))}"
+    for name, widget in bound.items():
+        kind, declared = fields[name], classes[widget.objectName()]
+        if kind is bool:
+            assert declared in ("QCheckBox", "ctkCheckBox"), (name, declared)
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            assert declared in ("QComboBox", "ctkComboBox"), (name, declared)
+        elif kind in (int, float):
+            assert declared in ("QSpinBox", "QDoubleSpinBox", "ctkSliderWidget", "QSlider"), (name, declared)
+        else:  # an MRML node class
+            assert declared == "qMRMLNodeComboBox", (name, declared)
+            node_types = widget.property("nodeTypes")
+            assert list(node_types) == [kind.__name__], (name, node_types)
+    unbound = set(fields) - set(bound)
+    assert unbound == {"modelKey"}  # the model list is filled from code
+    assert "modelKey" in MODULE_FILE.read_text(encoding="utf-8")
+
+
+def test_enum_labels_are_what_the_combo_boxes_show():
+    assert DeviceChoice.GPU.label() == "GPU"
+    assert "test-time augmentation" in Quality.ACCURATE.label()
+    assert [c.value for c in DeviceChoice] == ["auto", "gpu", "cpu"]
+
+
+def test_node_selectors_receive_the_scene(panel):
+    receivers = {c.findtext("receiver") for c in ET.parse(UI_FILE).iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {name for name, cls in declared_classes().items() if cls == "qMRMLNodeComboBox"}
+    assert selectors and receivers == selectors
+
+
+def test_module_file_follows_the_scripted_module_template_and_stays_thin():
+    code = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(code)
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    bases = {name: [ast.unparse(b) for b in node.bases] for name, node in classes.items()}
+    assert bases["MedSegModule"] == ["ScriptedLoadableModule"]
+    assert bases["MedSegModuleWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["MedSegModuleLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["MedSegModuleTest"] == ["ScriptedLoadableModuleTest"]
+    assert [ast.unparse(d) for d in classes["MedSegModuleParameterNode"].decorator_list] == ["parameterNodeWrapper"]
+    for fragment in ('slicer.util.loadUI(self.resourcePath("UI/MedSegModule.ui"))', "slicer.util.childWidgetVariables",
+                     "uiWidget.setMRMLScene(slicer.mrmlScene)", "StartCloseEvent", "EndCloseEvent", "connectGui(self.ui)",
+                     "disconnectGui", "qt.QTimer"):
+        assert fragment in code, fragment
+    assert len(code.splitlines()) <= 290
+    test_methods = [n.name for n in classes["MedSegModuleTest"].body if isinstance(n, ast.FunctionDef)]
+    assert "runTest" in test_methods
+    library = "\n".join(p.read_text(encoding="utf-8") for p in (MODULE_DIR / "MedSegModuleLib").glob("*.py"))
+    assert "setSourceVolumeNode" in library
+    assert "setMasterVolumeNode(" not in library + code  # the removed old name
+
+
+def test_self_test_checks_assert_outcomes():
+    """MedSegModuleTest delegates to self_test.py: every check there makes real assertions."""
+    tree = ast.parse((MODULE_DIR / "MedSegModuleLib" / "self_test.py").read_text(encoding="utf-8"))
+    checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("check_")]
+    assert {c.name for c in checks} == {"check_segmentation_workflow", "check_bad_inputs", "check_cancel", "check_itk_snap_transform"}
+    for check in checks:
+        source = ast.unparse(check)
+        assert source.count("tc.assert") + source.count("assert_allclose") + source.count("_expect_error") >= 3, check.name
+    module_code = MODULE_FILE.read_text(encoding="utf-8")
+    for check in checks:
+        assert f"self_test.{check.name}" in module_code
