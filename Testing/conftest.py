@@ -15,6 +15,9 @@ from MedSegExtension.models.registry import save_model
 from MedSegExtension.networks import build_network
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# slicer-core's vtkITK filters with ITK's default TBB threader crash Python at exit; "Platform" does not.
+# (Never "TBB": SimpleITK has no TBB and then fails every operation.)
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_THREADER", "Platform")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
