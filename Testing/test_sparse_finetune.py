@@ -18,7 +18,8 @@ from MedSegExtension.models.card import LabelInfo, NetworkConfig
 from MedSegExtension.models.registry import ModelRegistry
 from MedSegExtension.progress import CancelToken
 from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
-from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune, keep_annotated_components
+from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune
+from MedSegExtension.sparse.priors import class_boxes, keep_annotated_components, restrict_to_boxes
 
 INFO = [LabelInfo(1, "Left blob", (230, 80, 80)), LabelInfo(2, "Right blob", (80, 80, 230))]
 
@@ -78,13 +79,20 @@ def test_training_fits_the_known_voxels_and_predicts_on_the_input_grid() -> None
     assert set(result.suggestions) == {"i", "j", "k"}
 
 
-def test_components_without_an_annotated_voxel_are_dropped() -> None:
+def test_annotation_priors_drop_far_and_disconnected_pieces() -> None:
     image, truth = two_balls()
     prediction = truth.copy()
     prediction[2:5, 2:5, 2:5] = 1  # a look-alike far from the labelled structure
+    prediction[16, 16, 0:3] = 1  # inside the left ball's row but disconnected from it
     annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])
-    kept = sitk.GetArrayFromImage(keep_annotated_components(labels_on(image, prediction), annotation))
-    assert kept[3, 3, 3] == 0 and np.array_equal(kept, truth)
+    kept = keep_annotated_components(prediction, annotation.labels, annotation.known, annotation.classes)
+    assert np.array_equal(kept, truth)
+    boxes = class_boxes(annotation.labels, annotation.known, annotation.classes)
+    # One slice through a ball of radius 7: the box grows 7 voxels (half the median side) through-plane.
+    left_k = boxes[1][0]
+    assert (left_k.start, left_k.stop) == (16 - 7, 17 + 7)
+    assert restrict_to_boxes(prediction, boxes)[3, 3, 3] == 0
+    assert np.array_equal(restrict_to_boxes(truth, boxes), truth)  # the whole of each ball fits its box
 
 
 def test_cancel_stops_training() -> None:

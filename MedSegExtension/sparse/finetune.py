@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import InputError
 from ..inference.devices import resolve_device
 from ..inference.pipeline import InferenceOptions, Segmenter
-from ..inference.sliding_window import WindowSettings, sliding_window_probabilities
+from ..inference.sliding_window import WindowSettings, count_windows, sliding_window_probabilities
 from ..metrics.overlap import overlap_metrics
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
 from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
@@ -35,6 +35,7 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
+from .priors import class_boxes, keep_annotated_components, restrict_to_boxes, union_mask
 from .suggest import structure_region, suggest_slices
 
 UNKNOWN = 65535  # label value marking voxels nobody labelled, while labels travel through preprocessing
@@ -56,9 +57,9 @@ class FineTuneSettings:
     validate_every: int = 20
     patience: int = 6  # validations without improvement before stopping early
     flip_left_right: bool = False  # off by default: one volume's left/right layout is information
-    # Keep only predicted pieces of a class that touch a voxel the user labelled as that class:
-    # the structure the user means passes through their slices; look-alike tissue elsewhere does not.
-    keep_connected_to_annotation: bool = True
+    # Spatial priors from the annotation (see sparse/priors.py): each class stays near its labelled
+    # voxels, in pieces that touch them.
+    use_annotation_priors: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
 
@@ -155,12 +156,16 @@ class _PatchSampler:
     """Patches centred near known voxels; a ``foreground_fraction`` of them on a labelled structure."""
 
     def __init__(self, image: np.ndarray, target: np.ndarray, weight: np.ndarray, patch: Sequence[int],
-                 foreground_fraction: float, rng: np.random.Generator) -> None:
+                 foreground_fraction: float, rng: np.random.Generator, focus: np.ndarray | None = None) -> None:
         self.patch = np.array(patch)
         self.image = _pad_to(image, patch, float(image.min()))
         self.target = _pad_to(target, patch, 0)
         self.weight = _pad_to(weight, patch, 0.0)
         self.known = np.argwhere(self.weight > 0)
+        if focus is not None:  # known voxels near the structures: the negatives that teach the borders
+            near = np.argwhere((self.weight > 0) & _pad_to(focus, patch, False))
+            if len(near):
+                self.known = near
         self.foreground = np.argwhere((self.weight > 0) & (self.target > 0))
         self.fraction, self.rng = foreground_fraction, rng
 
@@ -252,12 +257,16 @@ def fine_tune(
     validation = _oriented_known(annotation, image, card) & ~oriented_train if held_out else None
 
     patch = tuple(settings.patch_size[::-1])
-    sampler = _PatchSampler(case.image, target, weight, patch, settings.foreground_fraction, rng)
+    boxes = class_boxes(target, weight > 0, range(1, card.num_classes))
+    focus = union_mask(target.shape, boxes.values()) if settings.use_annotation_priors else None
+    sampler = _PatchSampler(case.image, target, weight, patch, settings.foreground_fraction, rng, focus)
+    windows = count_windows(case.image.shape[1:], patch, 0.25)
     loss_function = build_loss(settings.loss)
     lr = settings.learning_rate or (3e-4 if base else 1e-3)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-5)
     permutation = card.channel_swap_for_lr_flip()
 
+    setup_seconds = time.perf_counter() - start
     losses: list[float] = []
     best_dice, best_state, stale, step = -1.0, None, 0, 0
     stopped = "step limit"
@@ -266,7 +275,10 @@ def fine_tune(
         if cancel.cancelled:
             cancel.raise_if_cancelled()
         elapsed = time.perf_counter() - start
-        if elapsed > budget:
+        # Leave time for the whole-volume prediction: a window's forward pass costs about a third
+        # of a training step per patch.
+        step_seconds = (elapsed - setup_seconds) / step if step else 0.0
+        if elapsed + windows * step_seconds / (3 * settings.batch_size) > budget:
             stopped = "time budget"
             break
         batch = [sampler.sample() for _ in range(settings.batch_size)]
@@ -330,8 +342,8 @@ def fine_tune(
     segmenter = Segmenter(card, str(device), network=network)
     dense = segmenter(image, InferenceOptions(device=str(device), uncertainty=True, overlap=0.25),
                       progress=lambda f, m: progress(0.9 + 0.1 * f, m), cancel=cancel)
-    if settings.keep_connected_to_annotation:
-        dense.labels = keep_annotated_components(dense.labels, annotation)
+    if settings.use_annotation_priors:
+        dense.labels = apply_annotation_priors(dense.labels, annotation)
     uncertainty = sitk.GetArrayFromImage(dense.uncertainty)
     structures = np.maximum(sitk.GetArrayViewFromImage(dense.labels), np.where(annotation.known, annotation.labels, 0))
     return FineTuneResult(
@@ -344,17 +356,12 @@ def fine_tune(
     )
 
 
-def keep_annotated_components(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
-    """Per class, drop connected pieces (26-connectivity) that contain no voxel labelled as that class."""
-    from scipy import ndimage
-
+def apply_annotation_priors(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
+    """The prediction with each class confined to its box and to pieces touching its labelled voxels."""
     array = sitk.GetArrayFromImage(labels)
-    for value in annotation.classes:
-        pieces, count = ndimage.label(array == value, structure=np.ones((3, 3, 3), dtype=bool))
-        if count <= 1:
-            continue
-        seeded = np.unique(pieces[annotation.known & (annotation.labels == value)])
-        array[(pieces > 0) & ~np.isin(pieces, seeded[seeded > 0])] = 0
+    boxes = class_boxes(annotation.labels, annotation.known, annotation.classes)
+    array = restrict_to_boxes(array, boxes)
+    array = keep_annotated_components(array, annotation.labels, annotation.known, annotation.classes)
     result = sitk.GetImageFromArray(array)
     result.CopyInformation(labels)
     return result
