@@ -175,7 +175,12 @@ def test_models_lists_the_registry(registry_env, capsys) -> None:
 
 
 def test_transform_option_segments_in_the_labelled_frame(registry_env, volume, tmp_path, capsys) -> None:
-    from MedSegExtension.transforms import frame_grid, read_transform, rotation_from_euler_zyx, write_transform
+    from MedSegExtension.transforms import (
+        frame_grid,
+        read_transform,
+        rotation_from_euler_zyx,
+        write_transform,
+    )
 
     rotation = sitk.AffineTransform(3)
     rotation.SetMatrix(tuple(rotation_from_euler_zyx(0.0, 0.0, 30.0).ravel()))
