@@ -12,7 +12,10 @@ from MedSegModuleLib import model_catalog, self_test, slicer_gui
 from MedSegModuleLib import segmentation_logic as segmentation
 from MedSegModuleLib import transform_nodes as transforms
 from MedSegModuleLib.dependencies import missing_requirements
+from MedSegModuleLib.evaluate_section import EvaluateSection
 from MedSegModuleLib.parameters import MedSegParameters, Quality
+from MedSegModuleLib.sections import InputSection, ReviewSection
+from MedSegModuleLib.sparse_section import SparseSection
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -42,7 +45,8 @@ class MedSegModuleParameterNode(MedSegParameters):
 
 
 class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the panel to the logic; the work runs in a subprocess, polled by a timer."""
+    """Wires the panel to the logic; the work runs in a subprocess, polled by a timer. The Model and
+    Segment sections are wired here; each other section has its controller in MedSegModuleLib."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -53,6 +57,7 @@ class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run: segmentation.SegmentationRun | None = None
         self._extraModels: list[str] = []
         self._catalog = model_catalog.Catalog()
+        self._sections: list = []
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onPoll)
@@ -66,18 +71,19 @@ class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = MedSegModuleLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.loadTransformButton.clicked.connect(self.onLoadTransform)
-        self.ui.hardenTransformButton.clicked.connect(self.onHarden)
+        self.review = ReviewSection(self.ui, self.parameters)
+        self._sections = [InputSection(self.ui, self.parameters, self.status, lambda: self._run is not None), self.review,
+                          SparseSection(self.ui, self.parameters, self.refreshEnvironment), EvaluateSection(self.ui, self.parameters)]
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelButton.clicked.connect(self.onAddModel)
         self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
         self.ui.runButton.clicked.connect(self.onRun)
         self.ui.cancelButton.clicked.connect(self.onCancel)
-        self.ui.editInSegmentEditorButton.clicked.connect(self.onEditInSegmentEditor)
-        self.ui.showUncertaintyCheckBox.toggled.connect(self.onShowUncertainty)
-        self.ui.refreshVolumesButton.clicked.connect(self.updateVolumesTable)
         self.initializeParameterNode()
         qt.QTimer.singleShot(0, self.refreshEnvironment)  # show the panel first; listing models imports torch
+
+    def parameters(self) -> MedSegModuleParameterNode | None:
+        return self._parameterNode
 
     def cleanup(self) -> None:
         self.onCancel()
@@ -142,29 +148,11 @@ class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume = p.inputVolume if p else None
         self.ui.runButton.enabled = bool(volume and p.modelKey) and not running
         self.ui.cancelButton.enabled = running
-        transform = volume.GetParentTransformNode() if volume else None
-        self.ui.transformLabel.text = transform.GetName() if transform else "none"
-        self.ui.eulerAnglesLabel.text = transforms.describe_rotation(transform)
-        self.ui.hardenTransformButton.enabled = transform is not None and not running
-        self.ui.editInSegmentEditorButton.enabled = bool(p and p.outputSegmentation)
+        for section in self._sections:
+            section.update()
 
     def status(self, text: str, error: bool = False) -> None:
         slicer_gui.show_status(self.ui.statusLabel, self.ui.logTextEdit, text, error)
-
-    def onLoadTransform(self) -> None:
-        path = slicer_gui.choose_file(slicer.util.mainWindow(), "Load ITK transform", transforms.TRANSFORM_FILE_FILTER)
-        if path:
-            try:
-                node = self.logic.loadTransform(path, self._parameterNode.inputVolume, self._parameterNode.hardenOnLoad)
-                self.status(f"Loaded {Path(path).name} as {node.GetName()}")
-            except segmentation.MedSegError as exc:
-                self.status(str(exc), error=True)
-            self.updateGUI()
-
-    def onHarden(self) -> None:
-        if self._parameterNode.inputVolume and transforms.harden_transform(self._parameterNode.inputVolume):
-            self.status(f"Hardened the transform of {self._parameterNode.inputVolume.GetName()}")
-        self.updateGUI()
 
     def onAddModel(self) -> None:
         folder = slicer_gui.choose_folder(slicer.util.mainWindow(), "Model folder (with model.json)")
@@ -210,30 +198,19 @@ class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self._parameterNode.outputSegmentation = outcome.segmentation_node
             self._parameterNode.uncertaintyVolume = outcome.uncertainty_node
-            slicer_gui.show_segmentation(self._parameterNode.inputVolume, outcome.segmentation_node)
-            self.ui.showUncertaintyCheckBox.checked = outcome.uncertainty_node is not None
+            self.review.show_result(outcome)
             self.ui.progressBar.value = 100
             self.status(f"Done: {outcome.segmentation_node.GetName()} on {outcome.provenance['Device']}")
-            self.updateVolumesTable()
         self.updateGUI()
 
     def onCancel(self) -> None:
-        """Non-blocking: the engine gets SIGINT now, is terminated after a grace period; onPoll reports."""
+        """Non-blocking: the engine gets SIGINT now, is terminated after a grace period; onPoll reports.
+        Cancels the background work of every section too (fine-tuning, evaluation)."""
+        for section in self._sections:
+            section.cancel()
         if self._run is not None:
             self._run.cancel()
             self.ui.statusLabel.text = "Cancelling…"
-
-    def onEditInSegmentEditor(self) -> None:
-        seg = self._parameterNode.outputSegmentation
-        source = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
-        slicer_gui.open_in_segment_editor(seg, source or self._parameterNode.inputVolume)
-
-    def onShowUncertainty(self, show: bool) -> None:
-        p = self._parameterNode
-        slicer_gui.show_uncertainty(p.inputVolume, p.uncertaintyVolume if show else None)
-
-    def updateVolumesTable(self) -> None:
-        slicer_gui.fill_volumes_table(self.ui.volumesTable, self._parameterNode.outputSegmentation)
 
 
 class MedSegModuleLogic(ScriptedLoadableModuleLogic):
@@ -269,10 +246,13 @@ class MedSegModuleTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         resample = slicer.vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume
-        for check in (self_test.check_segmentation_workflow, self_test.check_bad_inputs, self_test.check_cancel):
+        views = [slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{view}") for view in ("Red", "Yellow", "Green")]
+        checks = [(self_test.check_segmentation_workflow, ()), (self_test.check_bad_inputs, ()), (self_test.check_cancel, ()),
+                  (self_test.check_itk_snap_transform, (resample,)), (self_test.check_sparse_annotation, (views,)),
+                  (self_test.check_sparse_bad_inputs, (views,)), (self_test.check_sparse_cancel, ()),
+                  (self_test.check_evaluation, ())]
+        for check, extra in checks:
             self.setUp()
             self.delayDisplay(check.__doc__.splitlines()[0])
-            check(self, slicer.mrmlScene, self.loadVolume, self.workdir)
-        self.setUp()
-        self_test.check_itk_snap_transform(self, slicer.mrmlScene, self.loadVolume, self.workdir, resample)
+            check(self, slicer.mrmlScene, self.loadVolume, self.workdir, *extra)
         self.delayDisplay("Test passed")

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "MedSegModule"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedSegModule.ui"
 MODULE_FILE = MODULE_DIR / "MedSegModule.py"
+SECTION_FILES = [MODULE_DIR / "MedSegModuleLib" / f"{name}.py" for name in ("sections", "sparse_section", "evaluate_section")]
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedSegModuleLib.parameters import DeviceChoice, MedSegParameters, Quality  # noqa: E402
@@ -60,14 +61,15 @@ def bound_widgets(panel) -> dict[str, object]:
 
 
 def used_ui_names() -> set[str]:
-    code = MODULE_FILE.read_text(encoding="utf-8")
-    return set(re.findall(r"\bself\.ui\.(\w+)", code))
+    """``self.ui.<name>`` in the module file and in the section controllers it delegates to."""
+    code = "\n".join(path.read_text(encoding="utf-8") for path in (MODULE_FILE, *SECTION_FILES))
+    return set(re.findall(r"\bself\.ui\.(\w+)", code)) | set(re.findall(r"\bui\.(\w+)\.", code))
 
 
 def test_the_ui_file_loads_with_its_sections(panel):
     assert panel.objectName() == "MedSegModule"
     titles = [b.property("text") for b in panel.findChildren(QtWidgets.QWidget) if declared_classes().get(b.objectName()) == "ctkCollapsibleButton"]
-    assert titles == ["Input", "Model", "Segment", "Review"]
+    assert titles == ["Input", "Model", "Segment", "Review", "Sparse annotation", "Evaluate"]
     assert declared_classes()["MedSegModule"] == "qMRMLWidget"
 
 
@@ -89,8 +91,12 @@ def test_every_parameter_name_is_a_field_the_widget_can_show(panel):
             assert declared in ("QCheckBox", "ctkCheckBox"), (name, declared)
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             assert declared in ("QComboBox", "ctkComboBox"), (name, declared)
-        elif kind in (int, float):
-            assert declared in ("QSpinBox", "QDoubleSpinBox", "ctkSliderWidget", "QSlider"), (name, declared)
+        elif kind is int:
+            assert declared in ("QSpinBox", "ctkSliderWidget", "QSlider"), (name, declared)
+        elif kind is float:
+            assert declared in ("QDoubleSpinBox", "ctkSliderWidget", "ctkDoubleSpinBox"), (name, declared)
+        elif kind is str:
+            assert declared in ("QLineEdit", "ctkPathLineEdit"), (name, declared)
         else:  # an MRML node class
             assert declared == "qMRMLNodeComboBox", (name, declared)
             node_types = widget.property("nodeTypes")
@@ -139,7 +145,9 @@ def test_self_test_checks_assert_outcomes():
     """MedSegModuleTest delegates to self_test.py: every check there makes real assertions."""
     tree = ast.parse((MODULE_DIR / "MedSegModuleLib" / "self_test.py").read_text(encoding="utf-8"))
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("check_")]
-    assert {c.name for c in checks} == {"check_segmentation_workflow", "check_bad_inputs", "check_cancel", "check_itk_snap_transform"}
+    assert {c.name for c in checks} == {"check_segmentation_workflow", "check_bad_inputs", "check_cancel", "check_itk_snap_transform",
+                                        "check_sparse_annotation", "check_sparse_bad_inputs", "check_sparse_cancel",
+                                        "check_evaluation"}
     for check in checks:
         source = ast.unparse(check)
         assert source.count("tc.assert") + source.count("assert_allclose") + source.count("_expect_error") >= 3, check.name

@@ -1,4 +1,5 @@
-"""Logic of the MedSeg Slicer module, split by concern; nothing here imports ``qt``.
+"""Logic of the MedSeg Slicer module, split by concern; only the GUI modules (``slicer_gui`` and the
+section controllers) import ``qt``.
 
 Every function that touches MRML takes the scene and nodes as arguments and uses only the
 MRML and module-logic classes that the ``slicer-core`` wheel also provides, so the headless
@@ -13,12 +14,14 @@ tests drive exactly the code Slicer runs.
 - :mod:`.dependencies`: which Python packages the engine still needs inside Slicer.
 - :mod:`.parameters`: the fields of the module's parameter node.
 - :mod:`.scene_guard`: "all or nothing" for node creation.
-- :mod:`.headless`: a scene with the module logics registered, for scripts and tests.
+- :mod:`.headless`: a scene with the module logics registered (and Red/Yellow/Green slice views), for scripts and tests.
+- :mod:`.engine_run`: the start/poll/cancel/finish pattern for any ``python -m MedSegExtension`` command.
+- :mod:`.slice_views`: which voxel slice a slice view shows; moving a view to a voxel slice.
+- :mod:`.sparse_annotation`: marked slices on the annotation node, fine-tuning run, copy prediction, suggestions.
+- :mod:`.evaluation`: segments matched by name or mapping, evaluation run, metrics table node and Dice chart.
 - :mod:`.slicer_gui`: the few helpers that need the Slicer application (dialogs, views).
-
-Sparse-annotation fine-tuning and evaluation arrive with their own issues as
-``sparse_annotation.py`` and ``evaluation.py`` beside these files; they build on
-:func:`.segmentation_nodes.segmentation_to_labels` and :mod:`.background_task`.
+- :mod:`.sections`, :mod:`.sparse_section`, :mod:`.evaluate_section`: one controller per panel section
+  (GUI wiring only, ``qt``), so the module file stays thin.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ registers the segmentation converter rules, and the subject hierarchy is maintai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import slicer
@@ -22,6 +22,7 @@ class HeadlessSlicer:
     volumes_logic: Any
     segmentations_logic: Any
     subject_hierarchy_logic: Any
+    _slice_logics: list[Any] = field(default_factory=list)
 
     def load_volume(self, path: str, name: str, labelmap: bool = False) -> Any:
         """Read a NIfTI/NRRD volume with Slicer's own reader (``vtkSlicerVolumesLogic``)."""
@@ -29,6 +30,24 @@ class HeadlessSlicer:
         if node is None:
             raise OSError(f"{path}: Slicer could not read this volume")
         return node
+
+    def slice_views(self) -> list[Any]:
+        """Red (axial), Yellow (sagittal) and Green (coronal) slice nodes, created as Slicer's layout does."""
+        found = [self.scene.GetNodeByID(f"vtkMRMLSliceNode{name}") for name in ("Red", "Yellow", "Green")]
+        if all(found):
+            return found
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
+        nodes = []
+        for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+            logic = slicer.vtkMRMLSliceLogic()
+            logic.SetMRMLApplicationLogic(self.application_logic)
+            logic.SetMRMLScene(self.scene)
+            node = logic.AddSliceNode(name)
+            node.SetDefaultOrientation(orientation)
+            node.SetOrientation(orientation)
+            self._slice_logics.append(logic)
+            nodes.append(node)
+        return nodes
 
 
 def create_scene() -> HeadlessSlicer:

@@ -33,6 +33,14 @@ class MedSegParameters:
     modelKey - the model folder (the model list is dynamic, so it is set from code, not bound).
     device, quality, computeUncertainty - how to run the model.
     outputSegmentation, uncertaintyVolume - the latest results, for review.
+    annotationSegmentation - the user's sparse annotation (its segments are the classes).
+    sparseModelName - the name the fine-tuned model is saved under ("" = from the volume's name).
+    sparseFromScratch - train from random weights instead of the selected model.
+    sparseTimeBudget - seconds of training (0 = the engine's default: 150 on CPU, 30 on GPU).
+    sparseMaxSteps - at most this many training steps.
+    sparsePrediction - the latest fine-tuned prediction (a separate segmentation).
+    evaluatePrediction, evaluateReference - the two segmentations to compare.
+    evaluateSurface - also compute surface distances (HD95, HD, ASSD).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -43,3 +51,12 @@ class MedSegParameters:
     computeUncertainty: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
+    annotationSegmentation: vtkMRMLSegmentationNode
+    sparseModelName: str = ""
+    sparseFromScratch: bool = False
+    sparseTimeBudget: float = 0.0
+    sparseMaxSteps: int = 3000
+    sparsePrediction: vtkMRMLSegmentationNode
+    evaluatePrediction: vtkMRMLSegmentationNode
+    evaluateReference: vtkMRMLSegmentationNode
+    evaluateSurface: bool = True

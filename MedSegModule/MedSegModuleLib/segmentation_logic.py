@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -26,8 +25,8 @@ from typing import Any
 from MedSegExtension.errors import CancelledError, InputError, MedSegError
 from MedSegExtension.models.card import ModelCard
 
-from . import engine_root
 from .background_task import EXIT_BAD_INPUT, EXIT_CANCELLED, BackgroundTask, TaskEvent, python_executable
+from .engine_run import engine_environment
 from .model_catalog import resolve_model
 from .scene_guard import nodes_removed_on_error
 from .segmentation_nodes import import_segmentation_file, place_beside
@@ -100,11 +99,7 @@ class SegmentationRun:
         return args
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        root = str(engine_root())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return engine_environment()
 
     def start(self) -> None:
         """Write the input to a temporary folder and start the engine; returns at once."""

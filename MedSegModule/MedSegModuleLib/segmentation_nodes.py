@@ -193,36 +193,31 @@ def _reference_geometry(volume_node: Any) -> Any:
     return geometry
 
 
-def segmentation_to_labels(segmentation_node: Any, reference_volume: Any) -> tuple[sitk.Image, list[LabelInfo]]:
-    """The segmentation as a label map on ``reference_volume``'s grid, with each segment's info.
+def segmentation_geometry(segmentation_node: Any) -> Any:
+    """The grid a segmentation was made on (its reference image geometry; without one, the grid
+    of its labelmaps over all segments) as an empty oriented image."""
+    segmentation = segmentation_node.GetSegmentation()
+    text = segmentation.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    if not text:
+        text = segmentation.DetermineCommonLabelmapGeometry(slicer.vtkSegmentation.EXTENT_UNION_OF_SEGMENTS, None)
+    geometry = slicer.vtkOrientedImageData()
+    if not text or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, geometry, False):
+        raise InputError(f"{segmentation_node.GetName()}: the segmentation has no voxel grid; choose a volume for it")
+    return geometry
 
-    Label values are the card values MedSeg recorded, else the next free integers; where
-    segments overlap, the later segment wins (Slicer's merge order).
+
+def export_segments(segmentation_node: Any, segment_ids: Sequence[str], values: Sequence[int], grid: Any) -> sitk.Image:
+    """The listed segments as one label map (segment ``segment_ids[n]`` -> ``values[n]``) on ``grid``.
+
+    ``grid`` is a volume node (its voxel grid) or a ``vtkOrientedImageData`` geometry. Where
+    segments overlap, the later one wins (Slicer's merge order).
     """
-    label_values = vtk.vtkIntArray()
-    ids = vtk.vtkStringArray()
-    infos: list[LabelInfo] = []
-    used: set[int] = set()
-    pending = []
-    for segment_id, segment in segments(segmentation_node):
-        value = segment_label_value(segment)
-        if value is None or value in used:
-            pending.append((segment_id, segment))
-            continue
-        used.add(value)
-        infos.append(_label_info(segment, value))
+    geometry = grid if isinstance(grid, slicer.vtkOrientedImageData) else _reference_geometry(grid)
+    ids, label_values = vtk.vtkStringArray(), vtk.vtkIntArray()
+    for segment_id, value in zip(segment_ids, values):
         ids.InsertNextValue(segment_id)
-        label_values.InsertNextValue(value)
-    next_value = 1
-    for segment_id, segment in pending:
-        while next_value in used:
-            next_value += 1
-        used.add(next_value)
-        infos.append(_label_info(segment, next_value))
-        ids.InsertNextValue(segment_id)
-        label_values.InsertNextValue(next_value)
+        label_values.InsertNextValue(int(value))
     merged = slicer.vtkOrientedImageData()
-    geometry = _reference_geometry(reference_volume)
     extent_mode = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
     if not segmentation_node.GenerateMergedLabelmapForAllSegments(merged, extent_mode, geometry, ids, label_values):
         raise InputError(f"{segmentation_node.GetName()}: cannot export segments to a label map")
@@ -237,7 +232,38 @@ def segmentation_to_labels(segmentation_node: Any, reference_volume: Any) -> tup
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
-    return image, infos
+    return image
+
+
+def segmentation_to_labels(segmentation_node: Any, reference_volume: Any) -> tuple[sitk.Image, list[LabelInfo]]:
+    """The segmentation as a label map on ``reference_volume``'s grid, with each segment's info.
+
+    Label values are the card values MedSeg recorded, else the next free integers; where
+    segments overlap, the later segment wins (Slicer's merge order).
+    """
+    ids: list[str] = []
+    values: list[int] = []
+    infos: list[LabelInfo] = []
+    used: set[int] = set()
+    pending = []
+    for segment_id, segment in segments(segmentation_node):
+        value = segment_label_value(segment)
+        if value is None or value in used:
+            pending.append((segment_id, segment))
+            continue
+        used.add(value)
+        infos.append(_label_info(segment, value))
+        ids.append(segment_id)
+        values.append(value)
+    next_value = 1
+    for segment_id, segment in pending:
+        while next_value in used:
+            next_value += 1
+        used.add(next_value)
+        infos.append(_label_info(segment, next_value))
+        ids.append(segment_id)
+        values.append(next_value)
+    return export_segments(segmentation_node, ids, values, reference_volume), infos
 
 
 def _label_info(segment: Any, value: int) -> LabelInfo:

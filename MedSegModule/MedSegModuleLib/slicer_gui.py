@@ -12,8 +12,11 @@ from typing import Any
 import qt
 import slicer
 
+from MedSegExtension.errors import InputError
+
 from .dependencies import PROTECTED_PACKAGES, constraints_text, install_plan, missing_requirements
 from .segmentation_nodes import segment_volumes
+from .slice_views import VIEW_NAMES
 
 
 def _pytorch_utils() -> Any | None:
@@ -123,6 +126,38 @@ def fill_volumes_table(table: Any, segmentation_node: Any | None) -> None:
     for row, volume in enumerate(rows):
         for column, text in enumerate((volume.name, f"{volume.millilitres:.2f}", str(volume.voxels))):
             table.setItem(row, column, qt.QTableWidgetItem(text))
+
+
+def slice_node(view: str) -> Any:
+    """The slice node of a view of the layout ("Red", "Yellow", "Green")."""
+    node = slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{view}")
+    if node is None:
+        widget = slicer.app.layoutManager().sliceWidget(view)
+        node = widget.mrmlSliceNode() if widget is not None else None
+    if node is None:
+        raise InputError(f"there is no {view} slice view in this layout")
+    return node
+
+
+def slice_nodes() -> list[Any]:
+    """The Red, Yellow and Green slice nodes that exist."""
+    return [node for node in (slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{v}") for v in VIEW_NAMES) if node is not None]
+
+
+def show_table_and_chart(table_node: Any, chart_node: Any) -> None:
+    """Switch to a layout with a table and a plot view and show these two nodes there."""
+    slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+    application = slicer.app.applicationLogic()
+    selection = application.GetSelectionNode()
+    selection.SetReferenceActiveTableID(table_node.GetID())
+    selection.SetReferenceActivePlotChartID(chart_node.GetID())
+    application.PropagateTableSelection()
+    application.PropagatePlotChartSelection()
+
+
+def ask_text(title: str, label: str, text: str = "") -> str:
+    """A one-line text from the user ('' when cancelled)."""
+    return qt.QInputDialog.getText(slicer.util.mainWindow(), title, label, qt.QLineEdit.Normal, text) or ""
 
 
 def choose_file(parent: Any, title: str, file_filter: str) -> str:
