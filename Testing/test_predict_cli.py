@@ -163,6 +163,8 @@ def test_json_progress_for_background_callers(registry_env, volume, tmp_path) ->
     fractions = [e["progress"] for e in events if "progress" in e]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
     assert any("model tiny-test" in e.get("log", "") for e in events)
+    summary = events[-1]["result"]
+    assert summary["device"] == "cpu" and summary["outputs"] == [str(output)] and summary["model"] == "tiny-test"
 
 
 def test_models_lists_the_registry(registry_env, capsys) -> None:

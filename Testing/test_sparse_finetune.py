@@ -150,6 +150,18 @@ def test_cli_loop_finetune_predict_iterate_suggest(sparse_case, tmp_path, capsys
     assert set(__import__("json").loads(capsys.readouterr().out)) == {"i", "j", "k"}
 
 
+def test_cli_json_summary(sparse_case, capsys) -> None:
+    volume, annotation = sparse_case
+    code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:14,16,18",
+                 "--name", "blobs", "--max-steps", "3", "--progress", "json"])
+    assert code == 0
+    events = [__import__("json").loads(line) for line in capsys.readouterr().err.splitlines()]
+    summary = events[-1]["result"]
+    assert summary["model"] == "blobs" and summary["version"] == "1" and summary["steps"] == 3
+    assert summary["held_out_slice"] == "k:16" and set(summary["suggestions"]) == {"i", "j", "k"}
+    assert any(e.get("message", "").startswith("step 3, loss") for e in events if "message" in e)
+
+
 def test_cli_refuses_bad_sparse_input(sparse_case, tmp_path, capsys) -> None:
     volume, annotation = sparse_case
     code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:99", "--name", "x"])

@@ -108,6 +108,14 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
             write_image(result.uncertainty, args.uncertainty)
     finally:
         display.close()
+    if display.mode == "json":  # a machine-readable summary for background callers (the Slicer panel)
+        display.result({
+            "model": card.name, "version": card.version, "folder": str(card.folder), "steps": result.steps,
+            "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
+            "held_out_slice": str(result.held_out) if result.held_out else None,
+            "held_out_dice": result.held_out_dice, "reused_classes": result.reused_classes,
+            "suggestions": {axis: [{"index": i, "score": s} for i, s in picks] for axis, picks in result.suggestions.items()},
+        })
     start = f"from {base_card.name} {base_card.version}" if base_card else "from scratch"
     print(f"trained {start} for {result.steps} steps in {result.seconds:.0f} s ({result.stopped_because})")
     if result.reused_classes:

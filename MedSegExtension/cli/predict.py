@@ -88,6 +88,9 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         written = write_result(result, card, args.output, args.probabilities, args.uncertainty)
     finally:
         display.close()
+    if display.mode == "json":
+        display.result({"model": card.name, "version": card.version, "sha256": card.sha256, "device": result.device,
+                        "seconds": round(result.seconds, 2), "outputs": [str(path) for path in written]})
     for path in written:
         print(f"wrote {path}")
     print(f"segmented with {card.name} {card.version} on {result.device} in {result.seconds:.1f} s")

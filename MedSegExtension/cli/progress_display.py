@@ -47,6 +47,11 @@ class ProgressDisplay:
         else:
             self.stream.write(message + "\n")
 
+    def result(self, summary: dict) -> None:
+        """The final ``{"result": {...}}`` line of ``--progress json``."""
+        self.stream.write(json.dumps({"result": summary}) + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
