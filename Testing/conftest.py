@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import unittest
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_THREADER", "Platform")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "MedSegModule"))  # for test_slicer_*.py: what Slicer does for an additional module path
 
 
 def make_phantom(size=(40, 36, 32), spacing=(1.2, 1.0, 1.5), origin=(-20.0, 10.0, 5.0), direction=None, seed=0) -> sitk.Image:
@@ -74,3 +77,25 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "models" / card.name
     save_model(card, network, folder)
     return folder
+
+
+# -- the Slicer module's logic on slicer-core scenes (test_slicer_*.py) -------------------------
+
+
+@pytest.fixture
+def env():
+    from MedSegModuleLib.headless import create_scene
+
+    return create_scene()
+
+
+@pytest.fixture
+def tc() -> unittest.TestCase:
+    return unittest.TestCase()
+
+
+@pytest.fixture
+def one_thread_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine subprocess inherits the environment: one thread each on this shared 2-core machine
+    (several OpenMP threads fighting over busy cores make a 2-step fine-tune take 17 s instead of 6)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -14,36 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "MedSegModule"))  # what Slicer does for an additional module path
-
-from conftest import make_phantom  # noqa: E402
-from MedSegModuleLib import self_test  # noqa: E402
-from MedSegModuleLib.engine_run import engine_environment  # noqa: E402
-from MedSegModuleLib.evaluation import (  # noqa: E402
+from conftest import make_phantom
+from MedSegModuleLib import self_test
+from MedSegModuleLib.engine_run import engine_environment
+from MedSegModuleLib.evaluation import (
     METRIC_COLUMNS,
     EvaluationRun,
     export_report,
     match_segments,
     table_rows,
 )
-from MedSegModuleLib.headless import create_scene  # noqa: E402
-from MedSegModuleLib.scene_guard import node_ids  # noqa: E402
-from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, save_segmentation  # noqa: E402
+from MedSegModuleLib.scene_guard import node_ids
+from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, save_segmentation
 
-from MedSegExtension.errors import CancelledError, InputError  # noqa: E402
-from MedSegExtension.models.card import LabelInfo  # noqa: E402
+from MedSegExtension.errors import CancelledError, InputError
+from MedSegExtension.models.card import LabelInfo
 
-
-@pytest.fixture(autouse=True)
-def one_thread_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture
-def env():
-    return create_scene()
+pytestmark = pytest.mark.usefixtures("one_thread_engine")  # see conftest.py
 
 
 def segmentation(env, image: sitk.Image, array: np.ndarray, labels: list[LabelInfo], name: str, volume=None):

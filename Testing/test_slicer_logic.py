@@ -10,22 +10,17 @@ import os
 import signal
 import sys
 import time
-import unittest
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "MedSegModule"))  # what Slicer does for an additional module path
-
-import slicer  # noqa: E402  (the slicer-core wheel)
-import vtk  # noqa: E402
-from conftest import make_phantom  # noqa: E402
-from MedSegModuleLib import engine_root, self_test  # noqa: E402
-from MedSegModuleLib.background_task import BackgroundTask, parse_line  # noqa: E402
-from MedSegModuleLib.dependencies import (  # noqa: E402
+import slicer  # the slicer-core wheel
+import vtk
+from conftest import REPO, make_phantom
+from MedSegModuleLib import engine_root, self_test
+from MedSegModuleLib.background_task import BackgroundTask, parse_line
+from MedSegModuleLib.dependencies import (
     PROTECTED_PACKAGES,
     Requirement,
     constraints_text,
@@ -33,11 +28,11 @@ from MedSegModuleLib.dependencies import (  # noqa: E402
     missing_requirements,
     read_requirements,
 )
-from MedSegModuleLib.headless import create_scene  # noqa: E402
-from MedSegModuleLib.model_catalog import device_argument, list_models  # noqa: E402
-from MedSegModuleLib.scene_guard import node_ids  # noqa: E402
-from MedSegModuleLib.segmentation_logic import SegmentationRun, SegmentationSettings, run_segmentation  # noqa: E402
-from MedSegModuleLib.segmentation_nodes import (  # noqa: E402
+from MedSegModuleLib.headless import create_scene
+from MedSegModuleLib.model_catalog import device_argument, list_models
+from MedSegModuleLib.scene_guard import node_ids
+from MedSegModuleLib.segmentation_logic import SegmentationRun, SegmentationSettings, run_segmentation
+from MedSegModuleLib.segmentation_nodes import (
     import_segmentation_file,
     labels_to_segmentation_node,
     place_beside,
@@ -48,31 +43,21 @@ from MedSegModuleLib.segmentation_nodes import (  # noqa: E402
     segments,
     terminology_entry,
 )
-from MedSegModuleLib.transform_nodes import load_itk_transform, to_parent_matrix  # noqa: E402
-from MedSegModuleLib.volume_conversion import (  # noqa: E402
+from MedSegModuleLib.transform_nodes import load_itk_transform, to_parent_matrix
+from MedSegModuleLib.volume_conversion import (
     check_scalar_volume,
     ijk_to_ras_matrix,
     node_ijk_to_ras,
     sitk_to_volume_node,
     volume_node_to_sitk,
 )
-from slicerio.segmentation import terminology_entry_from_string  # noqa: E402
+from slicerio.segmentation import terminology_entry_from_string
 
-from MedSegExtension.errors import CancelledError, InputError  # noqa: E402
-from MedSegExtension.inference.devices import DeviceReport  # noqa: E402
-from MedSegExtension.models.card import LabelInfo  # noqa: E402
+from MedSegExtension.errors import CancelledError, InputError
+from MedSegExtension.inference.devices import DeviceReport
+from MedSegExtension.models.card import LabelInfo
 
 OBLIQUE = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-
-
-@pytest.fixture
-def env():
-    return create_scene()
-
-
-@pytest.fixture
-def tc() -> unittest.TestCase:
-    return unittest.TestCase()
 
 
 def write(image: sitk.Image, path: Path) -> str:

@@ -8,24 +8,17 @@ The end-to-end checks are the ones ``MedSegModuleTest`` runs inside Slicer
 from __future__ import annotations
 
 import json
-import sys
-import unittest
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "MedSegModule"))  # what Slicer does for an additional module path
-
-from conftest import make_phantom  # noqa: E402
-from MedSegModuleLib import self_test  # noqa: E402
-from MedSegModuleLib.headless import create_scene  # noqa: E402
-from MedSegModuleLib.scene_guard import node_ids  # noqa: E402
-from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, segmentation_to_labels, segments  # noqa: E402
-from MedSegModuleLib.slice_views import closest_axis, show_slice, slice_in_view  # noqa: E402
-from MedSegModuleLib.sparse_annotation import (  # noqa: E402
+from conftest import make_phantom
+from MedSegModuleLib import self_test
+from MedSegModuleLib.scene_guard import node_ids
+from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, segmentation_to_labels, segments
+from MedSegModuleLib.slice_views import closest_axis, show_slice, slice_in_view
+from MedSegModuleLib.sparse_annotation import (
     ANNOTATED_SLICES_ATTRIBUTE,
     SparseRun,
     SparseSettings,
@@ -43,30 +36,16 @@ from MedSegModuleLib.sparse_annotation import (  # noqa: E402
     set_marked_slices,
     unmark_slice,
 )
-from MedSegModuleLib.volume_conversion import node_ijk_to_ras  # noqa: E402
+from MedSegModuleLib.volume_conversion import node_ijk_to_ras
 
-from MedSegExtension.errors import InputError, ModelError  # noqa: E402
-from MedSegExtension.models.card import LabelInfo  # noqa: E402
-from MedSegExtension.sparse.annotations import SliceRef  # noqa: E402
+from MedSegExtension.errors import InputError, ModelError
+from MedSegExtension.models.card import LabelInfo
+from MedSegExtension.sparse.annotations import SliceRef
 
 OBLIQUE = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # i: anterior-posterior, j: left-right, k: inferior-superior
 
 
-@pytest.fixture(autouse=True)
-def one_thread_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine subprocess inherits the environment: one thread each on this shared 2-core machine
-    (several OpenMP threads fighting over busy cores make a 2-step fine-tune take 17 s instead of 6)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture
-def env():
-    return create_scene()
-
-
-@pytest.fixture
-def tc() -> unittest.TestCase:
-    return unittest.TestCase()
+pytestmark = pytest.mark.usefixtures("one_thread_engine")  # see conftest.py
 
 
 @pytest.fixture

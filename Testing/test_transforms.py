@@ -157,7 +157,7 @@ def itk_written(tmp_path_factory) -> dict:
 @pytest.mark.slow  # first use of the itk package loads its modules (~10 s)
 def test_itk_snap_file_from_real_itk_matches_hand_written_and_analytic(itk_written, tmp_path):
     files = itk_written["files"]
-    text = files["snap.txt"].read_text()
+    text = files["snap.txt"].read_text(encoding="utf-8")
     assert "Transform: MatrixOffsetTransformBase_double_3_3" in text
     hand = tmp_path / "seed003.txt"
     hand.write_text(seed003_text(zyx_closed_form(*ANGLES), SHIFT))
@@ -190,7 +190,7 @@ def test_centre_of_itk_affine_is_honoured(itk_written):
 def test_itk_snap_form_written_by_us_reads_in_real_itk(itk_written, tmp_path):
     transform = euler_zyx(center=(3.0, 4.0, -5.0))
     path = write_transform(transform, tmp_path / "out.tfm", itk_snap=True)
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "#Insight Transform File V1.0"
     assert lines[2] == "Transform: MatrixOffsetTransformBase_double_3_3"
     assert lines[3].startswith("Parameters: ") and lines[4] == "FixedParameters: 0 0 0"
@@ -367,7 +367,7 @@ def test_write_refuses_bad_requests_and_keeps_old_file(tmp_path):
         write_transform(sitk.Euler2DTransform(), target)
     with pytest.raises(InputError, match="text"):
         write_transform(euler_zyx(), tmp_path / "snap.h5", itk_snap=True)
-    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+    assert target.read_text(encoding="utf-8") == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
 
 
 # ---------------------------------------------------------------- Euler angles

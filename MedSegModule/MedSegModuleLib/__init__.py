@@ -21,7 +21,7 @@ tests drive exactly the code Slicer runs.
 - :mod:`.evaluation`: segments matched by name or mapping, evaluation run, metrics table node and Dice chart.
 - :mod:`.slicer_gui`: the few helpers that need the Slicer application (dialogs, views).
 - :mod:`.sections`, :mod:`.sparse_section`, :mod:`.evaluate_section`: one controller per panel section
-  (GUI wiring only, ``qt``), so the module file stays thin.
+  (GUI wiring only, ``qt``; ``sections.RunSection`` follows a background run), so the module file stays thin.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One ``python -m MedSegExtension <command>`` run in the background, for the panel's longer tasks.
 
-The pattern of :class:`~.segmentation_logic.SegmentationRun`, shared by fine-tuning and
+Shared by segmentation (:class:`~.segmentation_logic.SegmentationRun`), fine-tuning and
 evaluation: check everything on construction (clear errors, nothing created), :meth:`start`
 writes the inputs to a temporary folder and starts the engine in a
 :class:`~.background_task.BackgroundTask`, :meth:`poll` never blocks, :meth:`cancel` is
@@ -38,6 +38,7 @@ class EngineRun:
     """Subclasses set :attr:`what` and implement :meth:`write_inputs` and :meth:`collect`."""
 
     what = "engine run"
+    failed_what = ""  # the subject of "… failed (exit code N)" where it is not :attr:`what`
 
     def __init__(self, python: str | None = None, extra_env: Mapping[str, str] | None = None) -> None:
         self.python = python or python_executable()
@@ -87,6 +88,13 @@ class EngineRun:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
+    def abort(self) -> None:
+        """Cancel, give the engine 10 s to end, remove the temporary files (for a caller's error path)."""
+        self.cancel()
+        if self.task is not None:
+            self.task.wait(timeout=10)
+        self.cleanup()
+
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the engine ends (scripts and tests; the panel polls instead)."""
         return self.task.wait(timeout=timeout) if self.task is not None else None
@@ -103,7 +111,7 @@ class EngineRun:
             if code == EXIT_BAD_INPUT:
                 raise InputError(self.task.error_message())
             if code != 0:
-                raise MedSegError(f"{self.what} failed (exit code {code}): {self.task.error_message()}")
+                raise MedSegError(f"{self.failed_what or self.what} failed (exit code {code}): {self.task.error_message()}")
             return self.collect(self.task)
         finally:
             self.cleanup()
@@ -119,9 +127,6 @@ class EngineRun:
                     raise TimeoutError(f"{self.what} still running after {timeout} s")
                 time.sleep(interval)
         except BaseException:
-            self.cancel()
-            if self.task is not None:
-                self.task.wait(timeout=10)
-            self.cleanup()
+            self.abort()
             raise
         return self.finish()

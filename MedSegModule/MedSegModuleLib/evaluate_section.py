@@ -11,27 +11,27 @@ from typing import Any
 import qt
 import slicer
 
-from MedSegExtension.errors import CancelledError, MedSegError
+from MedSegExtension.errors import MedSegError
 
 from . import slicer_gui
 from .evaluation import EvaluationOutcome, EvaluationRun, export_report
+from .sections import RunSection
 from .segmentation_nodes import segments
 
 SAME_NAME = "(same name)"
 LEAVE_OUT = "(leave out)"
 
 
-class EvaluateSection:
+class EvaluateSection(RunSection):
     """Prediction vs reference: mapping, evaluate (background, cancellable), show, export."""
 
+    failed = "Evaluation failed"
+
     def __init__(self, ui: Any, parameters: Callable[[], Any]) -> None:
+        super().__init__()
         self.ui, self.parameters = ui, parameters
-        self.run: EvaluationRun | None = None
         self.outcome: EvaluationOutcome | None = None
         self.mapping_key: tuple = ()
-        self.timer = qt.QTimer()
-        self.timer.setInterval(200)
-        self.timer.timeout.connect(self.onPoll)
         ui.evaluateButton.clicked.connect(self.onEvaluate)
         ui.evaluateCancelButton.clicked.connect(self.cancel)
         ui.exportReportButton.clicked.connect(self.onExportReport)
@@ -95,32 +95,19 @@ class EvaluateSection:
             self.timer.start()
         self.update()
 
-    def onPoll(self) -> None:
-        run = self.run
-        slicer_gui.show_events(run.poll(), self.ui.evaluateProgressBar, self.ui.evaluateStatusLabel, self.ui.logTextEdit)
-        if not run.done:
-            return
-        self.timer.stop()
-        self.run = None
-        try:
-            outcome = run.finish()
-        except CancelledError as exc:
-            self.status(str(exc))
-        except Exception as exc:  # nothing was added
-            self.status(f"Evaluation failed: {exc}", error=True)
-        else:
-            self.outcome = outcome
-            for warning in outcome.warnings:
-                self.ui.logTextEdit.appendPlainText(f"Warning: {warning}")
-            slicer_gui.show_table_and_chart(outcome.table_node, outcome.chart_node)
-            self.ui.evaluateProgressBar.value = 100
-            self.status(f"Done: {outcome.table_node.GetName()}; mean Dice (foreground) {outcome.mean_foreground_dice:.3f}")
-        self.update()
+    def show_events(self, events: list[Any]) -> None:
+        slicer_gui.show_events(events, self.ui.evaluateProgressBar, self.ui.evaluateStatusLabel, self.ui.logTextEdit)
 
-    def cancel(self) -> None:
-        if self.run is not None:
-            self.run.cancel()
-            self.ui.evaluateStatusLabel.text = "Cancelling…"
+    def show_outcome(self, outcome: EvaluationOutcome) -> None:
+        self.outcome = outcome
+        for warning in outcome.warnings:
+            self.ui.logTextEdit.appendPlainText(f"Warning: {warning}")
+        slicer_gui.show_table_and_chart(outcome.table_node, outcome.chart_node)
+        self.ui.evaluateProgressBar.value = 100
+        self.status(f"Done: {outcome.table_node.GetName()}; mean Dice (foreground) {outcome.mean_foreground_dice:.3f}")
+
+    def status_label(self) -> Any:
+        return self.ui.evaluateStatusLabel
 
     def onExportReport(self) -> None:
         folder = slicer_gui.choose_folder(slicer.util.mainWindow(), "Folder for the HTML report")

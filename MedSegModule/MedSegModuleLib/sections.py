@@ -1,8 +1,9 @@
 """The panel's 'Input' (transform) and 'Review' sections: buttons -> logic, labels <- parameter node.
 
 GUI only (``qt``, ``slicer.util``); the 'Sparse annotation' and 'Evaluate' sections have their own
-modules (:mod:`.sparse_section`, :mod:`.evaluate_section`). Every section has ``update()`` (called
-when the parameter node changes) and ``cancel()`` (called when the scene closes).
+modules (:mod:`.sparse_section`, :mod:`.evaluate_section`) and follow their background run with
+:class:`RunSection`. Every section has ``update()`` (called when the parameter node changes) and
+``cancel()`` (called when the scene closes).
 """
 
 from __future__ import annotations
@@ -11,12 +12,62 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import qt
 import slicer
 
-from MedSegExtension.errors import MedSegError
+from MedSegExtension.errors import CancelledError, MedSegError
 
 from . import slicer_gui
 from . import transform_nodes as transforms
+
+
+class RunSection:
+    """A section that follows one background :class:`~.engine_run.EngineRun` (``self.run``) with a timer.
+
+    Start the run, set ``self.run`` and start ``self.timer``; each tick forwards the run's events
+    (:meth:`show_events`), and once it has ended: :meth:`show_outcome`, or its cancel or error in the
+    status (``"<failed>: <error>"``). Subclasses also provide ``status()``, ``update()`` and
+    :meth:`status_label` (where "Cancelling…" shows).
+    """
+
+    failed = "Run failed"
+
+    def __init__(self) -> None:
+        self.run: Any | None = None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self.onPoll)
+
+    def show_events(self, events: list[Any]) -> None:
+        raise NotImplementedError
+
+    def show_outcome(self, outcome: Any) -> None:
+        raise NotImplementedError
+
+    def status_label(self) -> Any:
+        raise NotImplementedError
+
+    def onPoll(self) -> None:
+        run = self.run
+        self.show_events(run.poll())
+        if not run.done:
+            return
+        self.timer.stop()
+        self.run = None
+        try:
+            outcome = run.finish()
+        except CancelledError as exc:
+            self.status(str(exc))
+        except Exception as exc:  # nothing was added, the scene is unchanged
+            self.status(f"{self.failed}: {exc}", error=True)
+        else:
+            self.show_outcome(outcome)
+        self.update()
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+            self.status_label().text = "Cancelling…"
 
 
 class InputSection:

@@ -14,19 +14,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from MedSegExtension.errors import CancelledError, InputError, MedSegError
+from MedSegExtension.errors import CancelledError, InputError, MedSegError  # noqa: F401 (the panel uses them from here)
 from MedSegExtension.models.card import ModelCard
 
-from .background_task import EXIT_BAD_INPUT, EXIT_CANCELLED, BackgroundTask, TaskEvent, python_executable
-from .engine_run import engine_environment
+from .background_task import BackgroundTask, TaskEvent
+from .engine_run import EngineRun
 from .model_catalog import resolve_model
 from .scene_guard import nodes_removed_on_error
 from .segmentation_nodes import import_segmentation_file, place_beside
@@ -57,8 +55,11 @@ class SegmentationOutcome:
     log: list[str] = field(default_factory=list)
 
 
-class SegmentationRun:
+class SegmentationRun(EngineRun):
     """Validate now (clear errors, nothing created), :meth:`start`, :meth:`poll`, :meth:`finish`."""
+
+    what = "segmentation"
+    failed_what = "segmentation engine"
 
     def __init__(self, scene: Any, volume_node: Any, settings: SegmentationSettings, python: str | None = None) -> None:
         check_scalar_volume(volume_node)
@@ -68,10 +69,7 @@ class SegmentationRun:
         self.volume_node = volume_node
         self.settings = settings
         self.card: ModelCard = resolve_model(settings.model)
-        self.python = python or python_executable()
-        self.task: BackgroundTask | None = None
-        self.workdir: Path | None = None
-        self.started_at = 0.0
+        super().__init__(python)
 
     # -- running ---------------------------------------------------------------------------
     @property
@@ -84,9 +82,14 @@ class SegmentationRun:
         assert self.workdir is not None
         return self.workdir / "uncertainty.nrrd"
 
-    def command(self, input_path: Path) -> list[str]:
+    def write_inputs(self, workdir: Path) -> list[str]:
+        """Write the input volume to ``workdir``; the ``predict`` arguments."""
+        from MedSegExtension.io.volumes import write_image
+
+        # uncompressed: writing is then disk-bound (no seconds of gzip on Slicer's main thread)
+        input_path = write_image(volume_node_to_sitk(self.volume_node), workdir / "input.nrrd", compress=False)
         args = [
-            self.python, "-m", "MedSegExtension", "predict", str(input_path),
+            "predict", str(input_path),
             "-o", str(self.output_path),
             "--model", str(self.card.folder),
             "--device", self.settings.device,
@@ -98,62 +101,8 @@ class SegmentationRun:
             args += ["--uncertainty", str(self.uncertainty_path)]
         return args
 
-    def environment(self) -> dict[str, str]:
-        return engine_environment()
-
-    def start(self) -> None:
-        """Write the input to a temporary folder and start the engine; returns at once."""
-        from MedSegExtension.io.volumes import write_image
-
-        self.workdir = Path(tempfile.mkdtemp(prefix="medseg-"))
-        try:
-            # uncompressed: writing is then disk-bound (no seconds of gzip on Slicer's main thread)
-            input_path = write_image(volume_node_to_sitk(self.volume_node), self.workdir / "input.nrrd", compress=False)
-            self.task = BackgroundTask(self.command(input_path), env=self.environment())
-            self.started_at = time.monotonic()
-            self.task.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def poll(self) -> list[TaskEvent]:
-        return self.task.poll() if self.task is not None else []
-
-    @property
-    def done(self) -> bool:
-        return self.task is not None and self.task.done
-
-    @property
-    def fraction(self) -> float:
-        return self.task.fraction if self.task is not None else 0.0
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    def cleanup(self) -> None:
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
     # -- outcome ---------------------------------------------------------------------------
-    def finish(self) -> SegmentationOutcome:
-        """After :attr:`done`: the new nodes, or the engine's error raised; temporary files go."""
-        if self.task is None or not self.task.done:
-            raise RuntimeError("finish() called before the run ended")
-        try:
-            return self._collect(self.task)
-        finally:
-            self.cleanup()
-
-    def _collect(self, task: BackgroundTask) -> SegmentationOutcome:
-        code = task.returncode
-        if task.cancel_requested or code == EXIT_CANCELLED:
-            raise CancelledError("segmentation cancelled; nothing was added to the scene")
-        if code == EXIT_BAD_INPUT:
-            raise InputError(task.error_message())
-        if code != 0:
-            raise MedSegError(f"segmentation engine failed (exit code {code}): {task.error_message()}")
+    def collect(self, task: BackgroundTask) -> SegmentationOutcome:
         if not self.scene.IsNodePresent(self.volume_node):
             raise InputError(f"{self.volume_node.GetName()}: the input volume was removed during segmentation")
         provenance = self.provenance(task)
@@ -232,9 +181,6 @@ def run_segmentation(
             if on_event is not None:
                 on_event(event)
     except BaseException:
-        run.cancel()
-        if run.task is not None:
-            run.task.wait(timeout=10)
-        run.cleanup()
+        run.abort()
         raise
     return run.finish()

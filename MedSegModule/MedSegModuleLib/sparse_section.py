@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import qt
 import slicer
 
-from MedSegExtension.errors import CancelledError, MedSegError
+from MedSegExtension.errors import MedSegError
 
 from . import slicer_gui
 from .dependencies import missing_requirements
 from .model_catalog import device_argument
+from .sections import RunSection
 from .slice_views import VIEW_NAMES, show_slice
 from .sparse_annotation import (
     SparseRun,
@@ -33,16 +33,15 @@ from .sparse_annotation import (
 )
 
 
-class SparseSection:
+class SparseSection(RunSection):
     """Mark slices, fine-tune (background, cancellable), copy the prediction, suggestions, save as."""
 
+    failed = "Fine-tuning failed"
+
     def __init__(self, ui: Any, parameters: Callable[[], Any], models_changed: Callable[[], None]) -> None:
+        super().__init__()
         self.ui, self.parameters, self.models_changed = ui, parameters, models_changed
-        self.run: SparseRun | None = None
         self.suggestion_index = 0
-        self.timer = qt.QTimer()
-        self.timer.setInterval(200)
-        self.timer.timeout.connect(self.onPoll)
         for name in VIEW_NAMES:
             getattr(ui, f"mark{name}Button").connect("clicked()", lambda view=name: self.onMark(view))
         ui.annotationSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onAnnotationCreated)
@@ -134,42 +133,29 @@ class SparseSection:
             self.timer.start()
             self.update()
 
-    def onPoll(self) -> None:
-        run = self.run
-        for event in run.poll():
+    def show_events(self, events: list[Any]) -> None:
+        for event in events:
             if event.kind == "progress":
                 self.ui.sparseProgressBar.value = int(round(100 * (event.fraction or 0.0)))
                 training = parse_training_progress(event.message)
                 self.ui.sparseStatusLabel.text = training.describe() if training else event.message
             else:
                 self.log(event.message)
-        if not run.done:
-            return
-        self.timer.stop()
-        self.run = None
-        try:
-            outcome = run.finish()
-        except CancelledError as exc:
-            self.status(str(exc))
-        except Exception as exc:  # the scene and the annotation are unchanged
-            self.status(f"Fine-tuning failed: {exc}", error=True)
-        else:
-            p = self.parameters()
-            p.sparsePrediction = outcome.prediction_node
-            self.suggestion_index = 0
-            slicer_gui.show_segmentation(p.inputVolume, outcome.prediction_node)
-            report = outcome.report
-            dice = f"; held-out slice {report.held_out}: Dice {report.held_out_dice:.3f}" if report.held_out else ""
-            self.ui.sparseProgressBar.value = 100
-            self.status(f"Done: {outcome.prediction_node.GetName()}; model {report.model_name} version "
-                        f"{report.model_version} saved{dice}")
-            self.models_changed()
-        self.update()
 
-    def cancel(self) -> None:
-        if self.run is not None:
-            self.run.cancel()
-            self.ui.sparseStatusLabel.text = "Cancelling…"
+    def show_outcome(self, outcome: Any) -> None:
+        p = self.parameters()
+        p.sparsePrediction = outcome.prediction_node
+        self.suggestion_index = 0
+        slicer_gui.show_segmentation(p.inputVolume, outcome.prediction_node)
+        report = outcome.report
+        dice = f"; held-out slice {report.held_out}: Dice {report.held_out_dice:.3f}" if report.held_out else ""
+        self.ui.sparseProgressBar.value = 100
+        self.status(f"Done: {outcome.prediction_node.GetName()}; model {report.model_name} version "
+                    f"{report.model_version} saved{dice}")
+        self.models_changed()
+
+    def status_label(self) -> Any:
+        return self.ui.sparseStatusLabel
 
     def onCopy(self) -> None:
         p = self.parameters()
