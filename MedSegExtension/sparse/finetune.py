@@ -254,7 +254,7 @@ def fine_tune(
     target = channel_of[np.where(known, case.labels, 0)]
     oriented_train = _oriented_known(train_annotation, image, card)
     weight = oriented_train.astype(np.float32)
-    validation = _oriented_known(annotation, image, card) & ~oriented_train if held_out else None
+    validation = known & ~oriented_train if held_out else None  # the held-out slice's voxels
 
     patch = tuple(settings.patch_size[::-1])
     boxes = class_boxes(target, weight > 0, range(1, card.num_classes))
@@ -304,7 +304,7 @@ def fine_tune(
         progress(min(0.9 * max(step / settings.max_steps, (budget - remaining) / budget), 0.9),
                  f"step {step}, loss {np.mean(losses[-10:]):.3f}, ~{remaining:.0f} s left")
         if validation is not None and step % settings.validate_every == 0:
-            dice = _held_out_dice(network, case.image, target, validation, card, device, held_out)
+            dice = _held_out_dice(network, case.image, target, validation, card, device)
             network.train()
             if dice > best_dice + 1e-4:
                 best_dice, best_state, stale = dice, copy.deepcopy(network.state_dict()), 0
@@ -316,7 +316,7 @@ def fine_tune(
     if step == 0:
         raise InputError(f"time budget of {budget:.0f} s ended before the first training step")
     if validation is not None:
-        final = _held_out_dice(network, case.image, target, validation, card, device, held_out)
+        final = _held_out_dice(network, case.image, target, validation, card, device)
         if final >= best_dice or best_state is None:
             best_dice = final
         else:
@@ -374,7 +374,7 @@ def _oriented_known(annotation: SparseAnnotation, image: sitk.Image, card: Model
 
 
 def _held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
-                   card: ModelCard, device: torch.device, held_out: SliceRef | None) -> float:
+                   card: ModelCard, device: torch.device) -> float:
     """Mean Dice over the classes on the held-out voxels, predicting only a slab around them."""
     network.eval()
     box = _slab_around(validation, card.window_size[::-1])
