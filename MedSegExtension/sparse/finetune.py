@@ -6,8 +6,16 @@ voxels, half of them on a labelled structure. Training stops at the time budget,
 limit, on cancel, or when the held-out slice's Dice stops improving; the best state by
 held-out Dice is kept.
 
-Working grid: the image's own voxels, reoriented to the card orientation but never resampled,
-so a one-voxel-thick annotated slice stays exactly one slice thick.
+Working grid: from a base model, the base model's spacing, the scale its features were learnt at
+(at another scale a pretrained network starts from worse than its zero-shot prediction); from
+scratch, the image's own voxels, reoriented but never resampled. On a coarser grid a coarse
+voxel's weight says how close labelled voxels come to its centre (1 on them, 0 a coarse spacing
+away) and its target is the nearest class, so a one-voxel-thick slice counts on the coarse
+planes it passes through (see ``grid_coverage``).
+
+With at least three slices one is held out to measure Dice and to stop early; it then rejoins
+the training set for a short final phase, so no annotation is wasted. The dense prediction keeps
+the user's own labels on the annotated voxels.
 """
 
 from __future__ import annotations
@@ -26,19 +34,19 @@ from ..errors import InputError
 from ..inference.devices import resolve_device
 from ..inference.pipeline import InferenceOptions, Segmenter
 from ..inference.sliding_window import WindowSettings, count_windows, sliding_window_probabilities
+from ..io.volumes import same_geometry
 from ..metrics.overlap import overlap_metrics
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
 from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
 from ..networks import UNet3D, build_network
 from ..preprocessing import prepare_case, reorient
+from ..preprocessing.spatial import resample_onto
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
 from .priors import class_boxes, keep_annotated_components, restrict_to_boxes, union_mask
 from .suggest import structure_region, suggest_slices
-
-UNKNOWN = 65535  # label value marking voxels nobody labelled, while labels travel through preprocessing
 
 
 @dataclass
@@ -48,7 +56,8 @@ class FineTuneSettings:
     max_steps: int = 3000
     device: str = "auto"
     seed: int = 0
-    patch_size: tuple[int, int, int] | None = None  # (i, j, k); default: the base model's window, else 64³
+    patch_size: tuple[int, int, int] | None = None  # (i, j, k); default: the base model's window, else 48³
+    working_spacing: str = "auto"  # "base" (the base model's), "native" (the image's); auto: base if any
     batch_size: int = 2
     learning_rate: float | None = None  # default 3e-4 from a base model, 1e-3 from scratch
     foreground_fraction: float = 0.5
@@ -115,11 +124,24 @@ def _build_network(
     return network.to(device), reused
 
 
+def _working_spacing(image: sitk.Image, base: ModelCard | None, settings: FineTuneSettings) -> tuple[float, ...]:
+    """The spacing the network trains and predicts at (see the module docstring)."""
+    choice = settings.working_spacing
+    if choice not in ("auto", "base", "native"):
+        raise InputError(f"working spacing must be auto, base or native, not {choice!r}")
+    if base is not None and choice in ("auto", "base"):
+        return tuple(float(s) for s in base.target_spacing)
+    if choice == "base":
+        raise InputError("working spacing 'base' needs a base model")
+    orientation = base.orientation if base else "LPS"
+    # The spacing of the image as the network sees it (reoriented), so preprocessing never resamples.
+    return tuple(round(s, 6) for s in reorient(image, orientation).GetSpacing())
+
+
 def _card_for(image: sitk.Image, base: ModelCard | None, classes: Sequence[LabelInfo], settings: FineTuneSettings,
               name: str) -> ModelCard:
     orientation = base.orientation if base else "LPS"
-    # The spacing of the image as the network sees it (reoriented), so preprocessing never resamples.
-    spacing = tuple(round(s, 6) for s in reorient(image, orientation).GetSpacing())
+    spacing = _working_spacing(image, base, settings)
     pairs = []
     for left in classes:
         if left.name.lower().startswith("left "):
@@ -236,30 +258,33 @@ def fine_tune(
     classes = [info_by_value[value] for value in annotation.classes]
     base = ModelRegistry().find(settings.base_model) if settings.base_model else None
     if settings.patch_size is None:
-        settings = replace(settings, patch_size=tuple(base.window_size) if base else (64, 64, 64))
+        settings = replace(settings, patch_size=tuple(base.window_size) if base else (48, 48, 48))
     card = _card_for(image, base, classes, settings, name)
     network, reused = _build_network(base, classes, settings, device)
 
-    # Labels travel as values, with UNKNOWN where nobody labelled; no resampling, only reorientation.
-    channel_of = np.zeros(UNKNOWN + 1, dtype=np.int64)
-    for index, label in enumerate(classes, start=1):
-        channel_of[label.value] = index
-    encoded = np.where(annotation.known, annotation.labels, UNKNOWN).astype(np.uint16)
-    labels_image = sitk.GetImageFromArray(encoded)
-    labels_image.CopyInformation(image)
     held_out = _choose_held_out(annotation) if settings.hold_out else None
-    train_annotation = annotation.without(held_out) if held_out else annotation
-    case = prepare_case(image, card, labels=labels_image, crop=False)
-    known = case.labels != UNKNOWN
-    target = channel_of[np.where(known, case.labels, 0)]
-    oriented_train = _oriented_known(train_annotation, image, card)
-    weight = oriented_train.astype(np.float32)
-    validation = known & ~oriented_train if held_out else None  # the held-out slice's voxels
+    case = prepare_case(image, card, crop=False)
+    values = [label.value for label in classes]
+    full = sparse_targets(annotation, image, case.model_grid, values, card.orientation)
+    train, validation = full, None
+    if held_out is not None:
+        # Train on the other slices' own targets: on a coarse grid the held-out slice's reach may
+        # overlap theirs, and its labels must not leak into training before they are scored.
+        train = sparse_targets(annotation.without(held_out), image, case.model_grid, values, card.orientation)
+        held = grid_coverage(annotation.known & ~annotation.without(held_out).known, image, case.model_grid,
+                             card.orientation)
+        validation = (held >= 0.5) & (held > train[1])  # voxels the held-out slice dominates
+        if not validation.any():
+            validation, train, held_out = None, full, None
 
     patch = tuple(settings.patch_size[::-1])
-    boxes = class_boxes(target, weight > 0, range(1, card.num_classes))
-    focus = union_mask(target.shape, boxes.values()) if settings.use_annotation_priors else None
-    sampler = _PatchSampler(case.image, target, weight, patch, settings.foreground_fraction, rng, focus)
+    boxes = class_boxes(full[0], full[1] > 0, range(1, card.num_classes))
+    focus = union_mask(full[0].shape, boxes.values()) if settings.use_annotation_priors else None
+
+    def sampler_for(targets: tuple[np.ndarray, np.ndarray]) -> _PatchSampler:
+        return _PatchSampler(case.image, targets[0], targets[1], patch, settings.foreground_fraction, rng, focus)
+
+    sampler = sampler_for(train)
     windows = count_windows(case.image.shape[1:], patch, 0.25)
     loss_function = build_loss(settings.loss)
     lr = settings.learning_rate or (3e-4 if base else 1e-3)
@@ -268,7 +293,8 @@ def fine_tune(
 
     setup_seconds = time.perf_counter() - start
     losses: list[float] = []
-    best_dice, best_state, stale, step = -1.0, None, 0, 0
+    best_dice, best_state, best_step, stale, step = -1.0, None, 0, 0, 0
+    final_phase_end: int | None = None  # step at which training ends once the held-out slice has rejoined
     stopped = "step limit"
     network.train()
     while step < settings.max_steps:
@@ -278,9 +304,22 @@ def fine_tune(
         # Leave time for the whole-volume prediction: a window's forward pass costs about a third
         # of a training step per patch.
         step_seconds = (elapsed - setup_seconds) / step if step else 0.0
-        if elapsed + windows * step_seconds / (3 * settings.batch_size) > budget:
+        training_time = budget - windows * step_seconds / (3 * settings.batch_size)
+        if elapsed > training_time:
             stopped = "time budget"
             break
+        if final_phase_end is not None and step >= final_phase_end:
+            stopped = "held-out Dice stopped improving; final phase with all slices done"
+            break
+        if validation is not None and step and elapsed - setup_seconds > 0.7 * (training_time - setup_seconds):
+            stale = settings.patience  # time to let the held-out slice rejoin
+        if validation is not None and stale >= settings.patience:
+            # The held-out slice has told us when to stop; now it joins the training set for a
+            # short final phase from the best state.
+            if best_state is not None:
+                network.load_state_dict(best_state)
+            sampler, validation = sampler_for(full), None
+            final_phase_end = step + max(settings.validate_every, best_step // 2)
         batch = [sampler.sample() for _ in range(settings.batch_size)]
         images, targets, weights = (np.stack(parts) for parts in zip(*batch))
         if settings.flip_left_right and rng.random() < 0.5:
@@ -304,19 +343,16 @@ def fine_tune(
         progress(min(0.9 * max(step / settings.max_steps, (budget - remaining) / budget), 0.9),
                  f"step {step}, loss {np.mean(losses[-10:]):.3f}, ~{remaining:.0f} s left")
         if validation is not None and step % settings.validate_every == 0:
-            dice = _held_out_dice(network, case.image, target, validation, card, device)
+            dice = _held_out_dice(network, case.image, full[0], validation, card, device)
             network.train()
             if dice > best_dice + 1e-4:
-                best_dice, best_state, stale = dice, copy.deepcopy(network.state_dict()), 0
+                best_dice, best_state, best_step, stale = dice, copy.deepcopy(network.state_dict()), step, 0
             else:
                 stale += 1
-                if stale >= settings.patience:
-                    stopped = "held-out Dice stopped improving"
-                    break
     if step == 0:
         raise InputError(f"time budget of {budget:.0f} s ended before the first training step")
-    if validation is not None:
-        final = _held_out_dice(network, case.image, target, validation, card, device)
+    if validation is not None:  # the budget ended before the final phase: keep the best state seen
+        final = _held_out_dice(network, case.image, full[0], validation, card, device)
         if final >= best_dice or best_state is None:
             best_dice = final
         else:
@@ -344,8 +380,9 @@ def fine_tune(
                       progress=lambda f, m: progress(0.9 + 0.1 * f, m), cancel=cancel)
     if settings.use_annotation_priors:
         dense.labels = apply_annotation_priors(dense.labels, annotation)
+    dense.labels = keep_annotated_labels(dense.labels, annotation)
     uncertainty = sitk.GetArrayFromImage(dense.uncertainty)
-    structures = np.maximum(sitk.GetArrayViewFromImage(dense.labels), np.where(annotation.known, annotation.labels, 0))
+    structures = sitk.GetArrayViewFromImage(dense.labels)
     return FineTuneResult(
         card=card, network=network, labels=dense.labels, uncertainty=dense.uncertainty, held_out=held_out,
         held_out_dice=best_dice if held_out else None, steps=step, seconds=time.perf_counter() - start,
@@ -367,10 +404,70 @@ def apply_annotation_priors(labels: sitk.Image, annotation: SparseAnnotation) ->
     return result
 
 
-def _oriented_known(annotation: SparseAnnotation, image: sitk.Image, card: ModelCard) -> np.ndarray:
-    mask = sitk.GetImageFromArray(annotation.known.astype(np.uint8))
-    mask.CopyInformation(image)
-    return sitk.GetArrayFromImage(reorient(mask, card.orientation)) > 0
+def keep_annotated_labels(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
+    """The prediction with the user's own labels on every annotated voxel: what they drew stays drawn."""
+    array = sitk.GetArrayFromImage(labels)
+    array[annotation.known] = annotation.labels[annotation.known]
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(labels)
+    return result
+
+
+def grid_coverage(mask: np.ndarray, image: sitk.Image, grid: sitk.Image, orientation: str) -> np.ndarray:
+    """How strongly the (k, j, i) ``mask`` on ``image``'s grid reaches each ``grid`` voxel, in [0, 1].
+
+    On the image's own (reoriented) grid this is the mask itself. On a coarser grid each labelled
+    voxel first spreads as a tent one coarse voxel wide (1 at the voxel, 0 a coarse spacing
+    away; the maximum where tents overlap), then the coarse voxel centres sample that field. So
+    a 1 mm slice on a 2 mm grid weighs 1 on a coarse plane through it, or 0.5 on the two planes
+    either side of it; plain interpolation would drop every slice that falls between two planes.
+    """
+    source = sitk.GetImageFromArray(mask.astype(np.float32))
+    source.CopyInformation(image)
+    oriented = reorient(source, orientation)
+    if same_geometry(oriented, grid, tolerance=1e-6):
+        return sitk.GetArrayFromImage(oriented)
+    field = sitk.GetArrayFromImage(oriented)
+    ratios = np.array(grid.GetSpacing())[::-1] / np.array(oriented.GetSpacing())[::-1]
+    for axis, ratio in enumerate(ratios):
+        field = _tent_max_filter(field, axis, float(ratio))
+    spread = sitk.GetImageFromArray(field)
+    spread.CopyInformation(oriented)
+    return np.clip(sitk.GetArrayFromImage(resample_onto(spread, grid, "linear")), 0.0, 1.0)
+
+
+def _tent_max_filter(field: np.ndarray, axis: int, ratio: float) -> np.ndarray:
+    """``max_n (1 - |n| / ratio) * field[x - n]`` along ``axis``: a labelled voxel's reach, ``ratio`` voxels wide."""
+    if ratio <= 1.0:
+        return field
+    result = field.copy()
+    reach = int(np.ceil(ratio)) - 1
+    size = field.shape[axis]
+    for offset in range(1, reach + 1):
+        factor = 1.0 - offset / ratio
+        if offset >= size:
+            break
+        ahead = [slice(None)] * field.ndim
+        behind = [slice(None)] * field.ndim
+        ahead[axis], behind[axis] = slice(offset, None), slice(None, -offset)
+        np.maximum(result[tuple(ahead)], factor * field[tuple(behind)], out=result[tuple(ahead)])
+        np.maximum(result[tuple(behind)], factor * field[tuple(ahead)], out=result[tuple(behind)])
+    return result
+
+
+def sparse_targets(annotation: SparseAnnotation, image: sitk.Image, grid: sitk.Image, values: Sequence[int],
+                   orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Channel targets (0 = background, n = ``values[n - 1]``) and loss weights on ``grid``.
+
+    Weight is the labelled voxels' coverage (0 where nobody labelled); the target is the class
+    (or background) covering most of the voxel.
+    """
+    weight = grid_coverage(annotation.known, image, grid, orientation)
+    cover = [grid_coverage(annotation.known & (annotation.labels == value), image, grid, orientation)
+             for value in (0, *values)]
+    target = np.argmax(np.stack(cover), axis=0).astype(np.int64)
+    target[weight == 0] = 0
+    return target, weight.astype(np.float32)
 
 
 def _held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
