@@ -195,6 +195,7 @@ def test_cli_loop_finetune_predict_iterate_suggest(sparse_case, tmp_path, capsys
 
     card = ModelRegistry().find("blobs")
     assert card.training["annotated_slices"] == ["k:14", "k:16", "k:18"] and card.training["base_model"] == "tiny-test 0.0.1"
+    assert tuple(card.target_spacing) == (2.0, 2.0, 2.0)  # the base model's scale
     assert main(["predict", str(volume), "--model", "blobs", "-o", str(tmp_path / "again.nii.gz")]) == 0
 
     # Iterate: warm start from the previous round; a new version, the first kept.
@@ -209,8 +210,9 @@ def test_cli_loop_finetune_predict_iterate_suggest(sparse_case, tmp_path, capsys
 def test_cli_json_summary(sparse_case, capsys) -> None:
     volume, annotation = sparse_case
     code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:14,16,18",
-                 "--name", "blobs", "--max-steps", "3", "--progress", "json"])
+                 "--name", "blobs", "--max-steps", "3", "--progress", "json", "--working-spacing", "native"])
     assert code == 0
+    assert np.allclose(ModelRegistry().find("blobs").target_spacing, (1.1, 1.0, 1.2))
     events = [__import__("json").loads(line) for line in capsys.readouterr().err.splitlines()]
     summary = events[-1]["result"]
     assert summary["model"] == "blobs" and summary["version"] == "1" and summary["steps"] == 3

@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", required=True, help="name of the new user model (saved as NAME, NAME-v2, …)")
     parser.add_argument("--time-budget", type=float, help="seconds of training (default 150 on CPU, 30 on GPU)")
     parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--working-spacing", default="auto", choices=("auto", "base", "native"),
+                        help="grid to train and predict on: the base model's spacing (auto, when there is a "
+                             "base model) or the image's own voxels (native; auto from scratch)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", help="also write the dense prediction (.seg.nrrd, .nii.gz)")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     base_card = ModelRegistry().find(base_name) if base_name else None
     classes = class_info_for(info, annotation.classes, base_card)
     settings = FineTuneSettings(base_model=base_name, time_budget=args.time_budget, max_steps=args.max_steps,
-                                device=args.device, seed=args.seed)
+                                device=args.device, seed=args.seed, working_spacing=args.working_spacing)
     display = make_display(args)
     try:
         result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name)
