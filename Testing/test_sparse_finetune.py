@@ -16,11 +16,18 @@ from MedSegExtension.errors import CancelledError
 from MedSegExtension.io.segmentation_files import read_labelmap, write_labelmap
 from MedSegExtension.io.volumes import same_geometry
 from MedSegExtension.models.card import LabelInfo, NetworkConfig
-from MedSegExtension.models.registry import ModelRegistry
+from MedSegExtension.models.registry import ModelRegistry, load_network
 from MedSegExtension.preprocessing.spatial import spacing_grid
 from MedSegExtension.progress import CancelToken
 from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
-from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune, grid_coverage, sparse_targets
+from MedSegExtension.sparse.finetune import (
+    FineTuneSettings,
+    _build_network,
+    _choose_held_out,
+    fine_tune,
+    grid_coverage,
+    sparse_targets,
+)
 from MedSegExtension.sparse.priors import class_boxes, keep_annotated_components, restrict_to_boxes
 
 INFO = [LabelInfo(1, "Left blob", (230, 80, 80)), LabelInfo(2, "Right blob", (80, 80, 230))]
@@ -112,6 +119,16 @@ def test_sparse_targets_reach_a_coarser_grid_through_the_voxels_a_slice_crosses(
     assert grid_coverage(annotation.known, image, image, "LPS").sum() == annotation.known.sum()
 
 
+def test_a_slice_is_held_out_only_when_its_structures_keep_two_others() -> None:
+    image, truth = two_balls()  # the right ball spans k 13..19, the left one k 10..22
+    labels = labels_on(image, truth)
+    kept_two = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 19)])
+    assert _choose_held_out(kept_two) == SliceRef("k", 16)
+    # Holding out k:16 would leave the right ball a single slice to learn from.
+    one_left = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 22)])
+    assert _choose_held_out(one_left) is None
+
+
 def test_held_out_slice_rejoins_training_after_early_stop() -> None:
     image, truth = two_balls()
     annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 14), SliceRef("k", 16), SliceRef("k", 18)])
@@ -133,6 +150,20 @@ def test_fine_tuning_works_at_the_base_models_spacing(tiny_model_dir: Path, monk
     native = fine_tune(image, annotation, INFO, replace(FAST, base_model="tiny-test", max_steps=3,
                                                         working_spacing="native"))
     assert np.allclose(native.card.target_spacing, image.GetSpacing())
+
+
+def test_segments_named_in_another_style_reuse_the_base_models_output_channel(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDSEG_BUNDLED_MODELS", str(tiny_model_dir.parent))
+    base = ModelRegistry().find("tiny-test")
+    source = load_network(base, "cpu")
+    classes = [LabelInfo(7, "blob_R", (0, 0, 0)), LabelInfo(9, "Tail", (0, 0, 0))]
+    network, reused = _build_network(base, classes, FAST, torch.device("cpu"))
+    assert reused == ["blob_R"]
+    right = 1 + [label.name for label in base.labels].index("Right blob")
+    new, old = network.head.conv.conv, source.head.conv.conv
+    assert torch.equal(new.weight[1], old.weight[right]) and torch.equal(new.bias[0], old.bias[0])
+    assert not torch.equal(new.weight[2], old.weight[right])  # "Tail" has no counterpart: a fresh channel
 
 
 def test_annotation_priors_drop_far_and_disconnected_pieces() -> None:

@@ -45,6 +45,7 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
+from .class_names import left_right_pairs, matching_class
 from .priors import class_boxes, keep_annotated_components, restrict_to_boxes, union_mask
 from .suggest import structure_region, suggest_slices
 
@@ -89,10 +90,6 @@ class FineTuneResult:
     reused_classes: list[str]
 
 
-def _same_name(a: str, b: str) -> bool:
-    return a.strip().lower() == b.strip().lower()
-
-
 def _build_network(
     base: ModelCard | None, classes: Sequence[LabelInfo], settings: FineTuneSettings, device: torch.device
 ) -> tuple[UNet3D, list[str]]:
@@ -106,8 +103,9 @@ def _build_network(
     state = {k: v for k, v in source.state_dict().items() if not k.startswith(("head.", "aux_heads."))}
     network.load_state_dict(state, strict=False)
     reused = []
-    # Output head: background and each class whose name matches a base label start from that channel.
-    base_channel = {label.name.lower(): index + 1 for index, label in enumerate(base.labels)}
+    # Output head: background and each class that names a base class's structure start from that
+    # class's channel (see class_names.py: "Caudate_L" matches "Left caudate nucleus").
+    base_channel = {label.value: index + 1 for index, label in enumerate(base.labels)}
     heads = [(network.head, source.head)] + list(zip(network.aux_heads, source.aux_heads))
     with torch.no_grad():
         for new_head, old_head in heads:
@@ -115,8 +113,9 @@ def _build_network(
             new_conv.weight[0] = old_conv.weight[0]
             new_conv.bias[0] = old_conv.bias[0]
             for index, label in enumerate(classes, start=1):
-                channel = base_channel.get(label.name.lower())
-                if channel is not None:
+                match = matching_class(label.name, base.labels)
+                if match is not None:
+                    channel = base_channel[match.value]
                     new_conv.weight[index] = old_conv.weight[channel]
                     new_conv.bias[index] = old_conv.bias[channel]
                     if new_head is network.head:
@@ -142,12 +141,7 @@ def _card_for(image: sitk.Image, base: ModelCard | None, classes: Sequence[Label
               name: str) -> ModelCard:
     orientation = base.orientation if base else "LPS"
     spacing = _working_spacing(image, base, settings)
-    pairs = []
-    for left in classes:
-        if left.name.lower().startswith("left "):
-            for right in classes:
-                if _same_name(right.name, "right " + left.name[5:]):
-                    pairs.append((left.value, right.value))
+    pairs = left_right_pairs(classes)
     return ModelCard(
         name=name,
         version="1",
@@ -216,8 +210,19 @@ def _augment(image: np.ndarray, target: np.ndarray, weight: np.ndarray, rng: np.
     return image.astype(np.float32), np.ascontiguousarray(target), np.ascontiguousarray(weight)
 
 
+def _slice_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
+    index = [slice(None)] * 3
+    index[ref.array_axis] = ref.index
+    plane = tuple(index)
+    return set(np.unique(annotation.labels[plane][annotation.known[plane]]).tolist()) - {0}
+
+
 def _choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
-    """A middle slice of the most-used axis whose removal leaves every class in the training slices."""
+    """A middle slice of the most-used axis whose every class is also on two or more other slices.
+
+    Holding out a structure's second slice would leave it one to learn from: the check would cost
+    more than it tells (with several structures, few slices each, that is the common case).
+    """
     if len(annotation.slices) < 3:
         return None
     axes = [ref.axis for ref in annotation.slices]
@@ -225,10 +230,12 @@ def _choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
     along = sorted((ref for ref in annotation.slices if ref.axis == axis), key=lambda ref: ref.index)
     if len(along) < 3:
         return None
+    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
     middle_first = sorted(along[1:-1], key=lambda ref: abs(along.index(ref) - len(along) // 2))
     for candidate in middle_first:
-        rest = annotation.without(candidate)
-        if set(np.unique(rest.labels[rest.known]).tolist()) >= set(annotation.classes):
+        others = [classes_on[ref] for ref in annotation.slices if ref != candidate]
+        if classes_on[candidate] and all(sum(value in other for other in others) >= 2
+                                         for value in classes_on[candidate]):
             return candidate
     return None
 
