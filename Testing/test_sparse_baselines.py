@@ -222,6 +222,18 @@ def test_table_has_a_row_per_method_and_protocol_and_checks_targets() -> None:
     assert "| parallel-3 | 3 (1.0) | 0.800 | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
 
 
+def test_tables_render_again_from_the_json(tmp_path: Path) -> None:
+    rows = [_row("parallel-1", m, 0.5 + 0.1 * i) for i, m in enumerate(run.METHODS)]
+    rows[0].hd95_mm = {"a": float("inf"), "b": 4.0}  # a class missed entirely
+    report = {"created": "now", "machine": {"platform": "x", "cpus": 2}, "tasks": [], "notes": [],
+              "settings": {"time_budget": 150.0, "device": "cpu", "base_model": "m"}}
+    json_path, md_path = run.write_outputs(report, rows, tmp_path, "first")
+    again_json, again_md = run.render(json_path, tmp_path / "again", "first")
+    assert again_md.read_text(encoding="utf-8") == md_path.read_text(encoding="utf-8")
+    assert json.loads(again_json.read_text(encoding="utf-8")) == json.loads(json_path.read_text(encoding="utf-8"))
+    assert "| inf |" in again_md.read_text(encoding="utf-8")  # the missed class survives the round trip
+
+
 def test_itk_threads_do_not_crash_the_interpreter_at_exit() -> None:
     """slicer-core's ITK (TBB threader) segfaults at exit after contour interpolation; baselines avoids it."""
     code = (

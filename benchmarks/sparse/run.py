@@ -249,8 +249,10 @@ def markdown(report: dict[str, Any], rows: Sequence[Row], summary: Sequence[dict
         "crossing the structure is reused). `slices` = distinct annotated slices; `slices/structure` = mean number "
         "of them crossing a structure. Dice and HD95 are means over the task's structures.",
         "",
-        "Methods: `medseg-*` = `MedSegExtension.sparse.finetune.fine_tune` from the bundled default model or from "
-        "scratch; `fill-between-slices` = Slicer's Fill between slices (vtkITKMorphologicalContourInterpolator, all "
+        "Methods: `medseg-*` = `MedSegExtension.sparse.finetune.fine_tune` with its defaults, from the bundled "
+        "default model (at the model's 2 mm spacing; class names that mean one of its classes, such as AAL's "
+        "Caudate_L, keep that class's output channel) or from scratch (on the image's own voxels); the annotated "
+        "voxels keep their labels in the result; `fill-between-slices` = Slicer's Fill between slices (vtkITKMorphologicalContourInterpolator, all "
         "labels, all axes; as in Slicer a label needs two annotated slices to be interpolated); `grow-from-seeds` = "
         "Slicer's Grow from seeds (vtkImageGrowCutSegment, seed locality 0) seeded with each structure's slice voxels "
         "and the slices' background as one more label, run like the effect on the seeds' bounding box grown by "
@@ -286,12 +288,25 @@ def write_outputs(report: dict[str, Any], rows: Sequence[Row], out_dir: Path, st
     data = dict(report, summary=summary,
                 results=[dict(asdict(row), mean_dice=row.mean_dice, mean_hd95_mm=row.mean_hd95) for row in rows])
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-    md_path.write_text(markdown(report, rows, summary))
+    json_path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    md_path.write_text(markdown(report, rows, summary), encoding="utf-8")
     return json_path, md_path
 
 
 # --------------------------------------------------------------------------- driver
+
+
+def render(json_path: Path, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` again from a results JSON (e.g. after the page's text changed)."""
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    fields = {name for name in Row.__dataclass_fields__}
+    rows = [Row(**{key: value for key, value in result.items() if key in fields}) for result in data["results"]]
+    for row in rows:  # undo _jsonable: "inf" and None (NaN) back to floats
+        row.seconds = math.nan if row.seconds is None else float(row.seconds)
+        row.dice = {name: math.nan if v is None else float(v) for name, v in row.dice.items()}
+        row.hd95_mm = {name: math.nan if v is None else float(v) for name, v in row.hd95_mm.items()}
+    report = {key: value for key, value in data.items() if key not in ("summary", "results")}
+    return write_outputs(report, rows, out_dir, stem)
 
 
 def _names(text: str, known: Sequence[str], what: str) -> list[str]:
@@ -318,6 +333,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--output-stem", default=None, help="file name stem (default: sparse, or sparse-quick)")
     parser.add_argument("--save-predictions", type=Path, default=None, help="folder for every prediction (.nii.gz)")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="run nothing: write the tables again from this results JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.structures, args.protocols = (",".join(QUICK[key]) for key in ("tasks", "structures", "protocols"))
@@ -331,6 +348,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        json_path, md_path = render(args.render, args.output_dir, args.render.name.removesuffix(".json"))
+        print(f"wrote {json_path} and {md_path}")
+        return 0
     notes: list[str] = []
     methods = list(args.method_names)
 
