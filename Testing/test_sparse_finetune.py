@@ -20,15 +20,10 @@ from MedSegExtension.models.registry import ModelRegistry, load_network
 from MedSegExtension.preprocessing.spatial import spacing_grid
 from MedSegExtension.progress import CancelToken
 from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
-from MedSegExtension.sparse.finetune import (
-    FineTuneSettings,
-    _build_network,
-    _choose_held_out,
-    fine_tune,
-    grid_coverage,
-    sparse_targets,
-)
+from MedSegExtension.sparse.finetune import FineTuneSettings, _build_network, fine_tune
+from MedSegExtension.sparse.held_out import choose_held_out
 from MedSegExtension.sparse.priors import class_boxes, keep_annotated_components, restrict_to_boxes
+from MedSegExtension.sparse.targets import grid_coverage, sparse_targets
 
 INFO = [LabelInfo(1, "Left blob", (230, 80, 80)), LabelInfo(2, "Right blob", (80, 80, 230))]
 
@@ -123,10 +118,10 @@ def test_a_slice_is_held_out_only_when_its_structures_keep_two_others() -> None:
     image, truth = two_balls()  # the right ball spans k 13..19, the left one k 10..22
     labels = labels_on(image, truth)
     kept_two = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 19)])
-    assert _choose_held_out(kept_two) == SliceRef("k", 16)
+    assert choose_held_out(kept_two) == SliceRef("k", 16)
     # Holding out k:16 would leave the right ball a single slice to learn from.
     one_left = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 22)])
-    assert _choose_held_out(one_left) is None
+    assert choose_held_out(one_left) is None
 
 
 def test_held_out_slice_rejoins_training_after_early_stop() -> None:

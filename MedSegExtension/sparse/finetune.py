@@ -33,21 +33,21 @@ from .. import __version__
 from ..errors import InputError
 from ..inference.devices import resolve_device
 from ..inference.pipeline import InferenceOptions, Segmenter
-from ..inference.sliding_window import WindowSettings, count_windows, sliding_window_probabilities
-from ..io.volumes import same_geometry
-from ..metrics.overlap import overlap_metrics
+from ..inference.sliding_window import count_windows
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
 from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
 from ..networks import UNet3D, build_network
 from ..preprocessing import prepare_case, reorient
-from ..preprocessing.spatial import resample_onto
 from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
 from .class_names import left_right_pairs, matching_class
-from .priors import class_boxes, keep_annotated_components, restrict_to_boxes, union_mask
+from .held_out import choose_held_out, held_out_dice
+from .patches import PatchSampler, augment
+from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
 from .suggest import structure_region, suggest_slices
+from .targets import grid_coverage, sparse_targets
 
 
 @dataclass
@@ -161,85 +161,6 @@ def _card_for(image: sitk.Image, base: ModelCard | None, classes: Sequence[Label
     )
 
 
-def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> np.ndarray:
-    pads = [(0, max(0, s - n)) for n, s in zip(array.shape[-3:], shape)]
-    if not any(p[1] for p in pads):
-        return array
-    return np.pad(array, [(0, 0)] * (array.ndim - 3) + pads, constant_values=value)
-
-
-class _PatchSampler:
-    """Patches centred near known voxels; a ``foreground_fraction`` of them on a labelled structure."""
-
-    def __init__(self, image: np.ndarray, target: np.ndarray, weight: np.ndarray, patch: Sequence[int],
-                 foreground_fraction: float, rng: np.random.Generator, focus: np.ndarray | None = None) -> None:
-        self.patch = np.array(patch)
-        self.image = _pad_to(image, patch, float(image.min()))
-        self.target = _pad_to(target, patch, 0)
-        self.weight = _pad_to(weight, patch, 0.0)
-        self.known = np.argwhere(self.weight > 0)
-        if focus is not None:  # known voxels near the structures: the negatives that teach the borders
-            near = np.argwhere((self.weight > 0) & _pad_to(focus, patch, False))
-            if len(near):
-                self.known = near
-        self.foreground = np.argwhere((self.weight > 0) & (self.target > 0))
-        self.fraction, self.rng = foreground_fraction, rng
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pool = self.foreground if len(self.foreground) and self.rng.random() < self.fraction else self.known
-        centre = pool[self.rng.integers(len(pool))]
-        # The known voxel may fall anywhere in the patch: the network must not learn that labels
-        # sit at the patch centre, since at inference every plane of a window is predicted.
-        jitter = self.rng.integers(-(self.patch // 2) + 1, self.patch // 2)
-        shape = np.array(self.target.shape)
-        start = np.clip(centre - self.patch // 2 + jitter, 0, shape - self.patch)
-        box = tuple(slice(int(a), int(a + n)) for a, n in zip(start, self.patch))
-        return self.image[(slice(None), *box)], self.target[box], self.weight[box]
-
-
-def _augment(image: np.ndarray, target: np.ndarray, weight: np.ndarray, rng: np.random.Generator):
-    """Intensity jitter (contrast, brightness, gamma, noise) and mirror flips across the two
-    non-left-right axes. With a handful of slices a network can memorise noise patterns;
-    these keep it learning appearance instead."""
-    image = np.clip(image, 0.0, None) ** rng.uniform(0.7, 1.4)
-    image = image * rng.uniform(0.85, 1.15) + rng.uniform(-0.1, 0.1)
-    image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), image.shape)
-    for axis in (0, 1):  # k and j; i is left-right, handled by flip_left_right with class swapping
-        if rng.random() < 0.5:
-            image, target, weight = np.flip(image, axis + 1), np.flip(target, axis), np.flip(weight, axis)
-    return image.astype(np.float32), np.ascontiguousarray(target), np.ascontiguousarray(weight)
-
-
-def _slice_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
-    index = [slice(None)] * 3
-    index[ref.array_axis] = ref.index
-    plane = tuple(index)
-    return set(np.unique(annotation.labels[plane][annotation.known[plane]]).tolist()) - {0}
-
-
-def _choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
-    """A middle slice of the most-used axis whose every class is also on two or more other slices.
-
-    Holding out a structure's second slice would leave it one to learn from: the check would cost
-    more than it tells (with several structures, few slices each, that is the common case).
-    """
-    if len(annotation.slices) < 3:
-        return None
-    axes = [ref.axis for ref in annotation.slices]
-    axis = max(set(axes), key=axes.count)
-    along = sorted((ref for ref in annotation.slices if ref.axis == axis), key=lambda ref: ref.index)
-    if len(along) < 3:
-        return None
-    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
-    middle_first = sorted(along[1:-1], key=lambda ref: abs(along.index(ref) - len(along) // 2))
-    for candidate in middle_first:
-        others = [classes_on[ref] for ref in annotation.slices if ref != candidate]
-        if classes_on[candidate] and all(sum(value in other for other in others) >= 2
-                                         for value in classes_on[candidate]):
-            return candidate
-    return None
-
-
 def fine_tune(
     image: sitk.Image,
     annotation: SparseAnnotation,
@@ -269,7 +190,7 @@ def fine_tune(
     card = _card_for(image, base, classes, settings, name)
     network, reused = _build_network(base, classes, settings, device)
 
-    held_out = _choose_held_out(annotation) if settings.hold_out else None
+    held_out = choose_held_out(annotation) if settings.hold_out else None
     case = prepare_case(image, card, crop=False)
     values = [label.value for label in classes]
     full = sparse_targets(annotation, image, case.model_grid, values, card.orientation)
@@ -288,8 +209,8 @@ def fine_tune(
     boxes = class_boxes(full[0], full[1] > 0, range(1, card.num_classes))
     focus = union_mask(full[0].shape, boxes.values()) if settings.use_annotation_priors else None
 
-    def sampler_for(targets: tuple[np.ndarray, np.ndarray]) -> _PatchSampler:
-        return _PatchSampler(case.image, targets[0], targets[1], patch, settings.foreground_fraction, rng, focus)
+    def sampler_for(targets: tuple[np.ndarray, np.ndarray]) -> PatchSampler:
+        return PatchSampler(case.image, targets[0], targets[1], patch, settings.foreground_fraction, rng, focus)
 
     sampler = sampler_for(train)
     windows = count_windows(case.image.shape[1:], patch, 0.25)
@@ -334,7 +255,7 @@ def fine_tune(
                                       permutation, axis=2)
             images, targets, weights = flipped["image"], flipped["label"][:, 0], flipped["weight"][:, 0]
         images, targets, weights = (np.stack(parts) for parts in zip(*(
-            _augment(x, t, w, rng) for x, t, w in zip(images, targets, weights))))
+            augment(x, t, w, rng) for x, t, w in zip(images, targets, weights))))
         x = torch.from_numpy(images).to(device)
         y = torch.from_numpy(np.ascontiguousarray(targets)).long().to(device)
         w = torch.from_numpy(np.ascontiguousarray(weights)).float().to(device)
@@ -350,7 +271,7 @@ def fine_tune(
         progress(min(0.9 * max(step / settings.max_steps, (budget - remaining) / budget), 0.9),
                  f"step {step}, loss {np.mean(losses[-10:]):.3f}, ~{remaining:.0f} s left")
         if validation is not None and step % settings.validate_every == 0:
-            dice = _held_out_dice(network, case.image, full[0], validation, card, device)
+            dice = held_out_dice(network, case.image, full[0], validation, card, device)
             network.train()
             if dice > best_dice + 1e-4:
                 best_dice, best_state, best_step, stale = dice, copy.deepcopy(network.state_dict()), step, 0
@@ -359,7 +280,7 @@ def fine_tune(
     if step == 0:
         raise InputError(f"time budget of {budget:.0f} s ended before the first training step")
     if validation is not None:  # the budget ended before the final phase: keep the best state seen
-        final = _held_out_dice(network, case.image, full[0], validation, card, device)
+        final = held_out_dice(network, case.image, full[0], validation, card, device)
         if final >= best_dice or best_state is None:
             best_dice = final
         else:
@@ -398,113 +319,6 @@ def fine_tune(
                                    region=structure_region(structures)),
         reused_classes=reused,
     )
-
-
-def apply_annotation_priors(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
-    """The prediction with each class confined to its box and to pieces touching its labelled voxels."""
-    array = sitk.GetArrayFromImage(labels)
-    boxes = class_boxes(annotation.labels, annotation.known, annotation.classes)
-    array = restrict_to_boxes(array, boxes)
-    array = keep_annotated_components(array, annotation.labels, annotation.known, annotation.classes)
-    result = sitk.GetImageFromArray(array)
-    result.CopyInformation(labels)
-    return result
-
-
-def keep_annotated_labels(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
-    """The prediction with the user's own labels on every annotated voxel: what they drew stays drawn."""
-    array = sitk.GetArrayFromImage(labels)
-    array[annotation.known] = annotation.labels[annotation.known]
-    result = sitk.GetImageFromArray(array)
-    result.CopyInformation(labels)
-    return result
-
-
-def grid_coverage(mask: np.ndarray, image: sitk.Image, grid: sitk.Image, orientation: str) -> np.ndarray:
-    """How strongly the (k, j, i) ``mask`` on ``image``'s grid reaches each ``grid`` voxel, in [0, 1].
-
-    On the image's own (reoriented) grid this is the mask itself. On a coarser grid each labelled
-    voxel first spreads as a tent one coarse voxel wide (1 at the voxel, 0 a coarse spacing
-    away; the maximum where tents overlap), then the coarse voxel centres sample that field. So
-    a 1 mm slice on a 2 mm grid weighs 1 on a coarse plane through it, or 0.5 on the two planes
-    either side of it; plain interpolation would drop every slice that falls between two planes.
-    """
-    source = sitk.GetImageFromArray(mask.astype(np.float32))
-    source.CopyInformation(image)
-    oriented = reorient(source, orientation)
-    if same_geometry(oriented, grid, tolerance=1e-6):
-        return sitk.GetArrayFromImage(oriented)
-    field = sitk.GetArrayFromImage(oriented)
-    ratios = np.array(grid.GetSpacing())[::-1] / np.array(oriented.GetSpacing())[::-1]
-    for axis, ratio in enumerate(ratios):
-        field = _tent_max_filter(field, axis, float(ratio))
-    spread = sitk.GetImageFromArray(field)
-    spread.CopyInformation(oriented)
-    return np.clip(sitk.GetArrayFromImage(resample_onto(spread, grid, "linear")), 0.0, 1.0)
-
-
-def _tent_max_filter(field: np.ndarray, axis: int, ratio: float) -> np.ndarray:
-    """``max_n (1 - |n| / ratio) * field[x - n]`` along ``axis``: a labelled voxel's reach, ``ratio`` voxels wide."""
-    if ratio <= 1.0:
-        return field
-    result = field.copy()
-    reach = int(np.ceil(ratio)) - 1
-    size = field.shape[axis]
-    for offset in range(1, reach + 1):
-        factor = 1.0 - offset / ratio
-        if offset >= size:
-            break
-        ahead = [slice(None)] * field.ndim
-        behind = [slice(None)] * field.ndim
-        ahead[axis], behind[axis] = slice(offset, None), slice(None, -offset)
-        np.maximum(result[tuple(ahead)], factor * field[tuple(behind)], out=result[tuple(ahead)])
-        np.maximum(result[tuple(behind)], factor * field[tuple(ahead)], out=result[tuple(behind)])
-    return result
-
-
-def sparse_targets(annotation: SparseAnnotation, image: sitk.Image, grid: sitk.Image, values: Sequence[int],
-                   orientation: str) -> tuple[np.ndarray, np.ndarray]:
-    """Channel targets (0 = background, n = ``values[n - 1]``) and loss weights on ``grid``.
-
-    Weight is the labelled voxels' coverage (0 where nobody labelled); the target is the class
-    (or background) covering most of the voxel.
-    """
-    weight = grid_coverage(annotation.known, image, grid, orientation)
-    cover = [grid_coverage(annotation.known & (annotation.labels == value), image, grid, orientation)
-             for value in (0, *values)]
-    target = np.argmax(np.stack(cover), axis=0).astype(np.int64)
-    target[weight == 0] = 0
-    return target, weight.astype(np.float32)
-
-
-def _held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
-                   card: ModelCard, device: torch.device) -> float:
-    """Mean Dice over the classes on the held-out voxels, predicting only a slab around them."""
-    network.eval()
-    box = _slab_around(validation, card.window_size[::-1])
-    probabilities = sliding_window_probabilities(
-        network, image[(slice(None), *box)], WindowSettings(tuple(card.window_size[::-1]), overlap=0.25), device
-    )
-    prediction = np.argmax(probabilities, axis=0)
-    mask = validation[box]
-    reference = target[box][mask]
-    predicted = prediction[mask]
-    classes = range(1, card.num_classes)
-    return float(np.mean([overlap_metrics(predicted == c, reference == c).dice for c in classes]))
-
-
-def _slab_around(mask: np.ndarray, window: Sequence[int]) -> tuple[slice, ...]:
-    present = np.argwhere(mask)
-    low, high = present.min(axis=0), present.max(axis=0) + 1
-    box = []
-    for axis, (a, b) in enumerate(zip(low, high)):
-        size = mask.shape[axis]
-        if b - a < window[axis]:
-            centre = (a + b) // 2
-            a = max(0, min(centre - window[axis] // 2, size - window[axis]))
-            b = min(size, a + window[axis])
-        box.append(slice(int(a), int(b)))
-    return tuple(box)
 
 
 def save_finetuned(result: FineTuneResult, name: str, registry: ModelRegistry | None = None) -> ModelCard:

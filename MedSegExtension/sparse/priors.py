@@ -9,6 +9,8 @@ that, for every class separately:
   Slicer's Grow from seeds limits itself to the seeds' box plus 20 % in the same spirit.
 - *connected*: predicted pieces that touch no voxel labelled as that class are dropped; the
   structure the user means passes through their slices, look-alike tissue elsewhere does not.
+
+And what the user drew stays drawn: annotated voxels keep their labels in the dense result.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import SimpleITK as sitk
+
+from .annotations import SparseAnnotation
 
 Box = tuple[slice, slice, slice]
 
@@ -65,4 +70,24 @@ def keep_annotated_components(prediction: np.ndarray, labels: np.ndarray, known:
             continue
         seeded = np.unique(pieces[known & (labels == value)])
         result[(pieces > 0) & ~np.isin(pieces, seeded[seeded > 0])] = 0
+    return result
+
+
+def apply_annotation_priors(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
+    """The prediction with each class confined to its box and to pieces touching its labelled voxels."""
+    array = sitk.GetArrayFromImage(labels)
+    boxes = class_boxes(annotation.labels, annotation.known, annotation.classes)
+    array = restrict_to_boxes(array, boxes)
+    array = keep_annotated_components(array, annotation.labels, annotation.known, annotation.classes)
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(labels)
+    return result
+
+
+def keep_annotated_labels(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
+    """The prediction with the user's own labels on every annotated voxel: what they drew stays drawn."""
+    array = sitk.GetArrayFromImage(labels)
+    array[annotation.known] = annotation.labels[annotation.known]
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(labels)
     return result

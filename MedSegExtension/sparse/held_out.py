@@ -1,0 +1,74 @@
+"""The held-out slice: which annotated slice to keep aside, and the Dice on it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..inference.sliding_window import WindowSettings, sliding_window_probabilities
+from ..metrics.overlap import overlap_metrics
+from ..models.card import ModelCard
+from ..networks import UNet3D
+from .annotations import SliceRef, SparseAnnotation
+
+
+def _slice_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
+    index = [slice(None)] * 3
+    index[ref.array_axis] = ref.index
+    plane = tuple(index)
+    return set(np.unique(annotation.labels[plane][annotation.known[plane]]).tolist()) - {0}
+
+
+def choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
+    """A middle slice of the most-used axis whose every class is also on two or more other slices.
+
+    Holding out a structure's second slice would leave it one to learn from: the check would cost
+    more than it tells (with several structures, few slices each, that is the common case).
+    """
+    if len(annotation.slices) < 3:
+        return None
+    axes = [ref.axis for ref in annotation.slices]
+    axis = max(set(axes), key=axes.count)
+    along = sorted((ref for ref in annotation.slices if ref.axis == axis), key=lambda ref: ref.index)
+    if len(along) < 3:
+        return None
+    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
+    middle_first = sorted(along[1:-1], key=lambda ref: abs(along.index(ref) - len(along) // 2))
+    for candidate in middle_first:
+        others = [classes_on[ref] for ref in annotation.slices if ref != candidate]
+        if classes_on[candidate] and all(sum(value in other for other in others) >= 2
+                                         for value in classes_on[candidate]):
+            return candidate
+    return None
+
+
+def held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
+                   card: ModelCard, device: torch.device) -> float:
+    """Mean Dice over the classes on the held-out voxels, predicting only a slab around them."""
+    network.eval()
+    box = _slab_around(validation, card.window_size[::-1])
+    probabilities = sliding_window_probabilities(
+        network, image[(slice(None), *box)], WindowSettings(tuple(card.window_size[::-1]), overlap=0.25), device
+    )
+    prediction = np.argmax(probabilities, axis=0)
+    mask = validation[box]
+    reference = target[box][mask]
+    predicted = prediction[mask]
+    classes = range(1, card.num_classes)
+    return float(np.mean([overlap_metrics(predicted == c, reference == c).dice for c in classes]))
+
+
+def _slab_around(mask: np.ndarray, window: Sequence[int]) -> tuple[slice, ...]:
+    present = np.argwhere(mask)
+    low, high = present.min(axis=0), present.max(axis=0) + 1
+    box = []
+    for axis, (a, b) in enumerate(zip(low, high)):
+        size = mask.shape[axis]
+        if b - a < window[axis]:
+            centre = (a + b) // 2
+            a = max(0, min(centre - window[axis] // 2, size - window[axis]))
+            b = min(size, a + window[axis])
+        box.append(slice(int(a), int(b)))
+    return tuple(box)
