@@ -219,7 +219,7 @@ def test_table_has_a_row_per_method_and_protocol_and_checks_targets() -> None:
     assert summary["parallel-3"]["checks"] == {"medseg-finetuned": True, "medseg-scratch": False}
     # parallel-5 (<= 5 slices): needs >= best Slicer (0.70).
     assert summary["parallel-5"]["checks"] == {"medseg-finetuned": False, "medseg-scratch": True}
-    assert "| parallel-3 | 3 (1.0) | 0.800 | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
+    assert "| parallel-3 | 3 (1.0) | 0.800 | – | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
 
 
 def test_tables_render_again_from_the_json(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..inference.devices import resolve_device
-from ..inference.pipeline import InferenceOptions, Segmenter
+from ..inference.pipeline import InferenceOptions, Segmenter, entropy_map, labels_from_probabilities
 from ..inference.sliding_window import count_windows
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
 from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
@@ -44,6 +44,7 @@ from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
 from .class_names import left_right_pairs, matching_class
 from .held_out import choose_held_out, held_out_dice
+from .interpolation import fuse_with_interpolation
 from .patches import PatchSampler, augment
 from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
 from .suggest import structure_region, suggest_slices
@@ -70,6 +71,8 @@ class FineTuneSettings:
     # Spatial priors from the annotation (see sparse/priors.py): each class stays near its labelled
     # voxels, in pieces that touch them.
     use_annotation_priors: bool = True
+    # Average the network with shape interpolation between annotated parallel slices (interpolation.py).
+    interpolate_between_slices: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
 
@@ -88,6 +91,7 @@ class FineTuneResult:
     losses: list[float]
     suggestions: dict[str, list[tuple[int, float]]]
     reused_classes: list[str]
+    network_labels: sitk.Image  # the network's own dense prediction, before interpolation was fused in
 
 
 def _build_network(
@@ -304,21 +308,38 @@ def fine_tune(
         "medseg_version": __version__,
     }
     segmenter = Segmenter(card, str(device), network=network)
-    dense = segmenter(image, InferenceOptions(device=str(device), uncertainty=True, overlap=0.25),
+    dense = segmenter(image, InferenceOptions(device=str(device), probabilities=True, overlap=0.25),
                       progress=lambda f, m: progress(0.9 + 0.1 * f, m), cancel=cancel)
-    if settings.use_annotation_priors:
-        dense.labels = apply_annotation_priors(dense.labels, annotation)
-    dense.labels = keep_annotated_labels(dense.labels, annotation)
-    uncertainty = sitk.GetArrayFromImage(dense.uncertainty)
-    structures = sitk.GetArrayViewFromImage(dense.labels)
+    probabilities = np.moveaxis(sitk.GetArrayFromImage(dense.probabilities), -1, 0)
+    network_labels = _finish_labels(probabilities, card, annotation, image, settings)
+    labels = network_labels
+    if settings.interpolate_between_slices:
+        probabilities = fuse_with_interpolation(probabilities, annotation, values, image.GetSpacing())
+        labels = _finish_labels(probabilities, card, annotation, image, settings)
+    uncertainty = entropy_map(probabilities)
     return FineTuneResult(
-        card=card, network=network, labels=dense.labels, uncertainty=dense.uncertainty, held_out=held_out,
+        card=card, network=network, labels=labels, uncertainty=_image_like(uncertainty, image), held_out=held_out,
         held_out_dice=best_dice if held_out else None, steps=step, seconds=time.perf_counter() - start,
         stopped_because=stopped, losses=losses,
         suggestions=suggest_slices(uncertainty, annotation.slices, settings.suggestions,
-                                   region=structure_region(structures)),
-        reused_classes=reused,
+                                   region=structure_region(sitk.GetArrayViewFromImage(labels))),
+        reused_classes=reused, network_labels=network_labels,
     )
+
+
+def _finish_labels(probabilities: np.ndarray, card: ModelCard, annotation: SparseAnnotation, image: sitk.Image,
+                   settings: FineTuneSettings) -> sitk.Image:
+    """Labels from probabilities, the annotation's priors applied and the annotated voxels kept."""
+    labels = _image_like(labels_from_probabilities(probabilities, card), image)
+    if settings.use_annotation_priors:
+        labels = apply_annotation_priors(labels, annotation)
+    return keep_annotated_labels(labels, annotation)
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 def save_finetuned(result: FineTuneResult, name: str, registry: ModelRegistry | None = None) -> ModelCard:

@@ -47,7 +47,9 @@ from MedSegExtension.sparse.annotations import SliceRef
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MEDSEG_METHODS = ("medseg-finetuned", "medseg-scratch")
 SLICER_METHODS = ("fill-between-slices", "grow-from-seeds")
-METHODS = MEDSEG_METHODS + SLICER_METHODS
+# Not run on its own: the network's prediction of the medseg-finetuned run, before interpolation is fused in.
+NETWORK_ONLY = "medseg-finetuned-network-only"
+METHODS = (MEDSEG_METHODS[0], NETWORK_ONLY, *MEDSEG_METHODS[1:], *SLICER_METHODS)
 QUICK = {"tasks": ["colin27"], "structures": ["Caudate_L"], "protocols": ["parallel-1", "parallel-3"]}
 # Issue targets, on the mean Dice over structures at each protocol.
 TARGET_AT_LEAST_SLICES = 5  # MedSeg >= the better Slicer tool with <= 5 slices per structure
@@ -123,8 +125,9 @@ def default_base_model() -> str | None:
 def run_medseg_method(
     method: str, task: Task, slices: Sequence[SliceRef], engine: tuple[Any, Callable[..., Any]],
     base_model: str | None, time_budget: float, device: str, seed: int,
-) -> tuple[sitk.Image, str]:
-    """MedSeg's fine-tuned dense prediction and a note (held-out Dice when the engine reports one)."""
+) -> tuple[sitk.Image, str, sitk.Image | None]:
+    """MedSeg's fine-tuned dense prediction, a note (held-out Dice when the engine reports one) and the
+    network-only prediction of the same run (None when the engine has none)."""
     settings_class, fine_tune = engine
     annotation = sparse_annotation(task.image, task.reference, slices)
     settings = settings_class(base_model=base_model if method == "medseg-finetuned" else None,
@@ -134,7 +137,7 @@ def run_medseg_method(
     held_out = getattr(result, "held_out_dice", None)
     if isinstance(held_out, float) and math.isfinite(held_out):
         parts.append(f"held-out Dice {held_out:.3f}")
-    return result.labels, "; ".join(parts)
+    return result.labels, "; ".join(parts), getattr(result, "network_labels", None)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -389,28 +392,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             slices = choose_slices(task.image, task.reference, task.values, protocol)
             crossing = float(np.mean([slices_crossing(labels == v, slices) for v in task.values]))
             for method in methods:
+                if method == NETWORK_ONLY:
+                    continue  # comes with medseg-finetuned's run
                 row = Row(task.name, protocol.name, method, [str(s) for s in slices], crossing)
+                derived: list[tuple[Row, sitk.Image]] = []
                 start = time.perf_counter()
                 try:
                     if method in MEDSEG_METHODS:
                         assert engine is not None
-                        prediction, row.note = run_medseg_method(
+                        prediction, row.note, network_only = run_medseg_method(
                             method, task, slices, engine, base_model, args.time_budget, args.device, args.seed)
+                        if method == "medseg-finetuned" and NETWORK_ONLY in methods and network_only is not None:
+                            derived.append((Row(task.name, protocol.name, NETWORK_ONLY, row.slices, crossing,
+                                                note="same run, before interpolation is fused in"), network_only))
                     else:
                         prediction = run_slicer_method(method, task, slices)
                     row.seconds = time.perf_counter() - start
-                    if evaluate is not None:
-                        row.dice, row.hd95_mm = score(evaluate, prediction, task)
-                    if args.save_predictions is not None:
-                        args.save_predictions.mkdir(parents=True, exist_ok=True)
-                        sitk.WriteImage(prediction, str(args.save_predictions / f"{task.name}_{protocol.name}_{method}.nii.gz"))
+                    for extra, image in [(row, prediction), *derived]:
+                        extra.seconds = row.seconds
+                        if evaluate is not None:
+                            extra.dice, extra.hd95_mm = score(evaluate, image, task)
+                        if args.save_predictions is not None:
+                            args.save_predictions.mkdir(parents=True, exist_ok=True)
+                            sitk.WriteImage(image, str(args.save_predictions
+                                                       / f"{task.name}_{protocol.name}_{extra.method}.nii.gz"))
                 except Exception as exc:  # noqa: BLE001 - one failing method must not end the benchmark
                     row.seconds = time.perf_counter() - start
                     row.note = f"failed: {type(exc).__name__}: {exc}"
-                rows.append(row)
-                print(f"{task.name:8s} {protocol.name:11s} {len(slices):3d} slices {method:20s} "
-                      f"Dice {_number(row.mean_dice)}  HD95 {_number(row.mean_hd95, 2)} mm  {row.seconds:7.2f} s {row.note}",
-                      flush=True)
+                    derived = []
+                for done in [row, *(extra for extra, _ in derived)]:
+                    rows.append(done)
+                    print(f"{task.name:8s} {protocol.name:11s} {len(slices):3d} slices {done.method:20s} "
+                          f"Dice {_number(done.mean_dice)}  HD95 {_number(done.mean_hd95, 2)} mm  "
+                          f"{done.seconds:7.2f} s {done.note}", flush=True)
 
     report = {
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
