@@ -161,6 +161,21 @@ def test_segments_named_in_another_style_reuse_the_base_models_output_channel(
     assert not torch.equal(new.weight[2], old.weight[right])  # "Tail" has no counterpart: a fresh channel
 
 
+def test_a_base_model_that_knows_none_of_the_classes_is_set_aside(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDSEG_BUNDLED_MODELS", str(tiny_model_dir.parent))
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 14), SliceRef("k", 18)])
+    unknown = [LabelInfo(1, "Grey matter", (1, 1, 1)), LabelInfo(2, "White matter", (2, 2, 2))]
+    settings = replace(FAST, base_model="tiny-test", max_steps=2)
+    result = fine_tune(image, annotation, unknown, settings)
+    assert result.card.training["base_model"] is None and result.reused_classes == []
+    assert result.card.training["unrelated_base_model_skipped"] == "tiny-test 0.0.1"
+    assert np.allclose(result.card.target_spacing, image.GetSpacing())  # from scratch: the image's own voxels
+    kept = fine_tune(image, annotation, unknown, replace(settings, use_unrelated_base=True))
+    assert kept.card.training["base_model"] == "tiny-test 0.0.1" and tuple(kept.card.target_spacing) == (2.0, 2.0, 2.0)
+
+
 def test_annotation_priors_drop_far_and_disconnected_pieces() -> None:
     image, truth = two_balls()
     prediction = truth.copy()

@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", required=True, help="name of the new user model (saved as NAME, NAME-v2, …)")
     parser.add_argument("--time-budget", type=float, help="seconds of training (default 150 on CPU, 30 on GPU)")
     parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--use-unrelated-base", action="store_true",
+                        help="fine-tune the base model even when it knows none of the segments (by name); "
+                             "by default training then starts from scratch")
     parser.add_argument("--working-spacing", default="auto", choices=("auto", "base", "native"),
                         help="grid to train and predict on: the base model's spacing (auto, when there is a "
                              "base model) or the image's own voxels (native; auto from scratch)")
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     base_card = ModelRegistry().find(base_name) if base_name else None
     classes = class_info_for(info, annotation.classes, base_card)
     settings = FineTuneSettings(base_model=base_name, time_budget=args.time_budget, max_steps=args.max_steps,
-                                device=args.device, seed=args.seed, working_spacing=args.working_spacing)
+                                device=args.device, seed=args.seed, working_spacing=args.working_spacing,
+                                use_unrelated_base=args.use_unrelated_base)
     display = make_display(args)
     try:
         result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name)
@@ -119,6 +123,11 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
             "held_out_dice": result.held_out_dice, "reused_classes": result.reused_classes,
             "suggestions": {axis: [{"index": i, "score": s} for i, s in picks] for axis, picks in result.suggestions.items()},
         })
+    skipped = result.card.training.get("unrelated_base_model_skipped")
+    if skipped:
+        print(f"base model {skipped} knows none of the segments by name: trained from scratch "
+              "(--use-unrelated-base to fine-tune it anyway)")
+        base_card = None
     start = f"from {base_card.name} {base_card.version}" if base_card else "from scratch"
     print(f"trained {start} for {result.steps} steps in {result.seconds:.0f} s ({result.stopped_because})")
     if result.reused_classes:
