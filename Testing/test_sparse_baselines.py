@@ -219,11 +219,11 @@ def test_table_has_a_row_per_method_and_protocol_and_checks_targets() -> None:
     assert summary["parallel-3"]["checks"] == {"medseg-finetuned": True, "medseg-scratch": False}
     # parallel-5 (<= 5 slices): needs >= best Slicer (0.70).
     assert summary["parallel-5"]["checks"] == {"medseg-finetuned": False, "medseg-scratch": True}
-    assert "| parallel-3 | 3 (1.0) | 0.800 | – | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
+    assert "| parallel-3 | 3 (1.0) | – | 0.800 | – | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
 
 
 def test_tables_render_again_from_the_json(tmp_path: Path) -> None:
-    rows = [_row("parallel-1", m, 0.5 + 0.1 * i) for i, m in enumerate(run.METHODS)]
+    rows = [_row("parallel-1", m, 0.5 + 0.1 * i) for i, m in enumerate(run.METHODS) if m != run.DEFAULT]
     rows[0].hd95_mm = {"a": float("inf"), "b": 4.0}  # a class missed entirely
     report = {"created": "now", "machine": {"platform": "x", "cpus": 2}, "tasks": [], "notes": [],
               "settings": {"time_budget": 150.0, "device": "cpu", "base_model": "m"}}
@@ -232,6 +232,19 @@ def test_tables_render_again_from_the_json(tmp_path: Path) -> None:
     assert again_md.read_text(encoding="utf-8") == md_path.read_text(encoding="utf-8")
     assert json.loads(again_json.read_text(encoding="utf-8")) == json.loads(json_path.read_text(encoding="utf-8"))
     assert "| inf |" in again_md.read_text(encoding="utf-8")  # the missed class survives the round trip
+
+
+def test_default_rows_follow_what_finetune_does_with_the_bundled_model() -> None:
+    rows = [run.Row(task, "parallel-3", method, ["k:1"], 1.0, {"s": dice}, {"s": 1.0}, 10.0)
+            for task in ("colin27", "mni152")
+            for method, dice in (("medseg-finetuned", 0.8), ("medseg-scratch", 0.6))]
+    report = {"settings": {"base_model": "brain-deep-structures"},
+              "tasks": [{"name": "colin27", "classes": {"1": "Caudate_L"}},
+                        {"name": "mni152", "classes": {"1": "Grey matter"}}]}
+    defaults = {row.task: row for row in run.with_default_rows(rows, report) if row.method == run.DEFAULT}
+    assert defaults["colin27"].note.startswith("= medseg-finetuned") and defaults["colin27"].dice == {"s": 0.8}
+    assert defaults["mni152"].note.startswith("= medseg-scratch") and defaults["mni152"].dice == {"s": 0.6}
+    assert len(run.with_default_rows(run.with_default_rows(rows, report), report)) == len(rows) + 2
 
 
 def test_itk_threads_do_not_crash_the_interpreter_at_exit() -> None:

@@ -47,9 +47,14 @@ from MedSegExtension.sparse.annotations import SliceRef
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MEDSEG_METHODS = ("medseg-finetuned", "medseg-scratch")
 SLICER_METHODS = ("fill-between-slices", "grow-from-seeds")
-# Not run on its own: the network's prediction of the medseg-finetuned run, before interpolation is fused in.
+# Not run on their own. NETWORK_ONLY: the network's prediction of the medseg-finetuned run, before
+# interpolation is fused in. DEFAULT: what `medseg finetune` does by default on the task, which is
+# medseg-finetuned where the base model knows a structure by name and medseg-scratch where it knows
+# none (fine_tune then sets the base model aside: FineTuneSettings.use_unrelated_base).
 NETWORK_ONLY = "medseg-finetuned-network-only"
-METHODS = (MEDSEG_METHODS[0], NETWORK_ONLY, *MEDSEG_METHODS[1:], *SLICER_METHODS)
+DEFAULT = "medseg-default"
+METHODS = (DEFAULT, MEDSEG_METHODS[0], NETWORK_ONLY, *MEDSEG_METHODS[1:], *SLICER_METHODS)
+CHECKED_METHODS = (DEFAULT, *MEDSEG_METHODS)
 QUICK = {"tasks": ["colin27"], "structures": ["Caudate_L"], "protocols": ["parallel-1", "parallel-3"]}
 # Issue targets, on the mean Dice over structures at each protocol.
 TARGET_AT_LEAST_SLICES = 5  # MedSeg >= the better Slicer tool with <= 5 slices per structure
@@ -166,6 +171,33 @@ def score(evaluate: Callable[..., Any], prediction: sitk.Image, task: Task) -> t
 # --------------------------------------------------------------------------- summary and output
 
 
+def base_knows(task_info: dict[str, Any], base_model: str | None) -> bool:
+    """Whether the base model knows any of the task's structures by name (as fine_tune decides)."""
+    if not base_model:
+        return False
+    from MedSegExtension.models.registry import ModelRegistry
+    from MedSegExtension.sparse.class_names import matching_class
+
+    labels = ModelRegistry().find(base_model).labels
+    return any(matching_class(name, labels) is not None for name in task_info["classes"].values())
+
+
+def with_default_rows(rows: Sequence[Row], report: dict[str, Any]) -> list[Row]:
+    """``rows`` plus a DEFAULT row per task and protocol, copied from the run the default would be."""
+    rows = [row for row in rows if row.method != DEFAULT]
+    base_model = report.get("settings", {}).get("base_model")
+    result = list(rows)
+    for info in report.get("tasks", []):
+        knows = base_knows(info, base_model)
+        source = "medseg-finetuned" if knows else "medseg-scratch"
+        why = "the base model knows these structures" if knows else "the base model knows none of these structures"
+        for row in rows:
+            if row.task == info["name"] and row.method == source:
+                result.append(Row(row.task, row.protocol, DEFAULT, row.slices, row.slices_per_structure,
+                                  dict(row.dice), dict(row.hd95_mm), row.seconds, f"= {source} ({why})"))
+    return result
+
+
 def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Per protocol: each method's mean Dice/HD95 over all structures of all tasks, and the target checks."""
     summary = []
@@ -197,7 +229,7 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
             entry["best_slicer"] = {"method": best, "dice": slicer[best]}
         entry["checks"] = {}
         if need is not None and len(slicer) == len(SLICER_METHODS):
-            for method in MEDSEG_METHODS:
+            for method in CHECKED_METHODS:
                 if method in entry["methods"]:
                     entry["checks"][method] = bool(entry["methods"][method]["dice"] >= entry["best_slicer"]["dice"] + need)
         summary.append(entry)
@@ -252,6 +284,10 @@ def markdown(report: dict[str, Any], rows: Sequence[Row], summary: Sequence[dict
         "crossing the structure is reused). `slices` = distinct annotated slices; `slices/structure` = mean number "
         "of them crossing a structure. Dice and HD95 are means over the task's structures.",
         "",
+        "`medseg-default` = what `medseg finetune` does by default: the `medseg-finetuned` run where the bundled "
+        "model knows a task's structures by name, the `medseg-scratch` run where it knows none (fine_tune then sets "
+        "it aside); `medseg-finetuned-network-only` = the network's own prediction in the `medseg-finetuned` run, "
+        "before shape interpolation between the annotated slices is averaged in. "
         "Methods: `medseg-*` = `MedSegExtension.sparse.finetune.fine_tune` with its defaults, from the bundled "
         "default model (at the model's 2 mm spacing; class names that mean one of its classes, such as AAL's "
         "Caudate_L, keep that class's output channel) or from scratch (on the image's own voxels); the annotated "
@@ -286,6 +322,11 @@ def _jsonable(value: Any) -> Any:
 
 def write_outputs(report: dict[str, Any], rows: Sequence[Row], out_dir: Path, stem: str) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md``; returns their paths."""
+    rows = with_default_rows(rows, report)
+    tasks = list(dict.fromkeys(row.task for row in rows))
+    protocols = list(dict.fromkeys(row.protocol for row in rows))
+    rows = sorted(rows, key=lambda row: (tasks.index(row.task), protocols.index(row.protocol),
+                                         METHODS.index(row.method)))
     summary = summarize(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = dict(report, summary=summary,
@@ -392,8 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             slices = choose_slices(task.image, task.reference, task.values, protocol)
             crossing = float(np.mean([slices_crossing(labels == v, slices) for v in task.values]))
             for method in methods:
-                if method == NETWORK_ONLY:
-                    continue  # comes with medseg-finetuned's run
+                if method in (NETWORK_ONLY, DEFAULT):
+                    continue  # derived from the other rows
                 row = Row(task.name, protocol.name, method, [str(s) for s in slices], crossing)
                 derived: list[tuple[Row, sitk.Image]] = []
                 start = time.perf_counter()
