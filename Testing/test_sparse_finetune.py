@@ -132,6 +132,10 @@ def test_held_out_slice_rejoins_training_after_early_stop() -> None:
     assert "final phase with all slices" in result.stopped_because
     assert result.steps < 60 and result.held_out == SliceRef("k", 16) and result.held_out_dice is not None
     assert result.card.training["held_out_dice"] == round(result.held_out_dice, 4)
+    # Interpolation is fused in only when it scores at least the network's Dice on the held-out slice.
+    interpolation = result.card.training["interpolation_held_out_dice"]
+    assert interpolation is not None
+    assert result.card.training["interpolation_fused"] == (interpolation >= round(result.held_out_dice, 4) - 1e-4)
 
 
 def test_fine_tuning_works_at_the_base_models_spacing(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

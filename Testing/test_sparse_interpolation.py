@@ -9,6 +9,7 @@ from MedSegExtension.sparse.annotations import SliceRef, from_slices
 from MedSegExtension.sparse.interpolation import (
     fuse_with_interpolation,
     interpolated_probabilities,
+    interpolation_held_out_dice,
     signed_distance,
 )
 
@@ -65,3 +66,14 @@ def test_fusion_averages_where_interpolation_speaks_and_leaves_the_rest() -> Non
                                                                    np.ones((4, 4, 4), np.uint8))], [SliceRef("k", 1)])
     alone = np.random.default_rng(0).random((2, 4, 4, 4)).astype(np.float32)
     assert fuse_with_interpolation(alone, no_slices, [1], (1.0, 1.0, 1.0)) is alone
+
+
+def test_held_out_dice_of_interpolation_scores_the_slice_from_its_neighbours() -> None:
+    near, truth = annotation_on([SliceRef("k", 14), SliceRef("k", 16), SliceRef("k", 18)])
+    far, _ = annotation_on([SliceRef("k", 10), SliceRef("k", 16), SliceRef("k", 22)])
+    close = interpolation_held_out_dice(near, SliceRef("k", 16), [1, 2], (1.0, 1.0, 1.0))
+    distant = interpolation_held_out_dice(far, SliceRef("k", 16), [1, 2], (1.0, 1.0, 1.0))
+    # Close neighbours predict the middle of both balls well; far ones miss the small ball entirely.
+    assert close > 0.8 and distant < 0.6
+    unpaired, _ = annotation_on([SliceRef("k", 10), SliceRef("k", 16)])
+    assert interpolation_held_out_dice(unpaired, SliceRef("k", 16), [1, 2], (1.0, 1.0, 1.0)) is None

@@ -44,7 +44,7 @@ from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
 from .class_names import left_right_pairs, matching_class
 from .held_out import choose_held_out, held_out_dice
-from .interpolation import fuse_with_interpolation
+from .interpolation import fuse_with_interpolation, interpolation_held_out_dice
 from .patches import PatchSampler, augment
 from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
 from .suggest import structure_region, suggest_slices
@@ -74,7 +74,8 @@ class FineTuneSettings:
     # Spatial priors from the annotation (see sparse/priors.py): each class stays near its labelled
     # voxels, in pieces that touch them.
     use_annotation_priors: bool = True
-    # Average the network with shape interpolation between annotated parallel slices (interpolation.py).
+    # Average the network with shape interpolation between annotated parallel slices (interpolation.py),
+    # unless interpolation scores below the network on the held-out slice.
     interpolate_between_slices: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
@@ -324,7 +325,14 @@ def fine_tune(
     probabilities = np.moveaxis(sitk.GetArrayFromImage(dense.probabilities), -1, 0)
     network_labels = _finish_labels(probabilities, card, annotation, image, settings)
     labels = network_labels
-    if settings.interpolate_between_slices:
+    # Interpolation helps smooth structures between close slices and hurts folded ones between far
+    # slices (cortex); the held-out slice, interpolated from its neighbours, tells which case this is.
+    interpolation_dice = interpolation_held_out_dice(annotation, held_out, values, image.GetSpacing()) \
+        if held_out is not None else None
+    fuse = settings.interpolate_between_slices and (interpolation_dice is None or interpolation_dice >= best_dice)
+    card.training["interpolation_held_out_dice"] = None if interpolation_dice is None else round(interpolation_dice, 4)
+    card.training["interpolation_fused"] = bool(fuse)
+    if fuse:
         probabilities = fuse_with_interpolation(probabilities, annotation, values, image.GetSpacing())
         labels = _finish_labels(probabilities, card, annotation, image, settings)
     uncertainty = entropy_map(probabilities)

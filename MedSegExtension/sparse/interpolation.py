@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .annotations import VOXEL_AXES, SparseAnnotation
+from ..metrics.overlap import overlap_metrics
+from .annotations import VOXEL_AXES, SliceRef, SparseAnnotation
 
 SOFTNESS_MM = 1.0  # signed distance -> probability: sigmoid(-distance / SOFTNESS_MM)
 
@@ -92,3 +93,21 @@ def fuse_with_interpolation(probabilities: np.ndarray, annotation: SparseAnnotat
     if not count.any():
         return probabilities
     return (probabilities + votes) / (1.0 + count)[None]
+
+
+def interpolation_held_out_dice(annotation: SparseAnnotation, held_out: SliceRef, values: Sequence[int],
+                                spacing_ijk: Sequence[float]) -> float | None:
+    """Mean Dice over the classes of interpolation alone on the held-out slice, interpolated from the
+    other slices (None when no pair of them encloses it): the same measure as the network's held-out Dice."""
+    rest = annotation.without(held_out)
+    votes, count = interpolated_probabilities(rest, values, spacing_ijk)
+    plane = list(_plane(held_out.array_axis, held_out.index))
+    covered = (count[tuple(plane)] > 0) & annotation.known[tuple(plane)]
+    if not covered.any():
+        return None
+    labels = annotation.labels[tuple(plane)][covered].astype(np.int64)
+    channel_of = np.zeros(max(int(labels.max()), *values) + 1, dtype=np.int64)
+    channel_of[list(values)] = np.arange(1, len(values) + 1)
+    reference = channel_of[labels]
+    predicted = np.argmax(votes[(slice(None), *plane)], axis=0)[covered]
+    return float(np.mean([overlap_metrics(predicted == c, reference == c).dice for c in range(1, len(values) + 1)]))
