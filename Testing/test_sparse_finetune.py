@@ -138,6 +138,14 @@ def test_held_out_slice_rejoins_training_after_early_stop() -> None:
     assert result.card.training["interpolation_fused"] == (interpolation >= round(result.held_out_dice, 4) - 1e-4)
 
 
+def test_held_out_dice_is_measured_even_when_the_final_phase_starts_before_any_validation() -> None:
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 14), SliceRef("k", 16), SliceRef("k", 18)])
+    result = fine_tune(image, annotation, INFO, replace(FAST, validate_every=1000, patience=0))
+    assert result.held_out == SliceRef("k", 16)
+    assert 0.0 <= result.held_out_dice <= 1.0 and result.steps == FAST.max_steps
+
+
 def test_fine_tuning_works_at_the_base_models_spacing(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDSEG_BUNDLED_MODELS", str(tiny_model_dir.parent))
     base = ModelRegistry().find("tiny-test")

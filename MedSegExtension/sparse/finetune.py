@@ -261,6 +261,9 @@ def fine_tune(
             # short final phase from the best state.
             if best_state is not None:
                 network.load_state_dict(best_state)
+            else:  # no validation yet (a short budget): measure the slice before it joins training
+                best_dice, best_step = held_out_dice(network, case.image, full[0], validation, card, device), step
+                network.train()
             sampler, validation = sampler_for(full), None
             final_phase_end = step + max(settings.validate_every, best_step // 2)
         batch = [sampler.sample() for _ in range(settings.batch_size)]
