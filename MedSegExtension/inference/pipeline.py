@@ -53,7 +53,7 @@ def labels_from_probabilities(probabilities: np.ndarray, card: ModelCard) -> np.
     return labels.astype(np.uint8 if values.max() < 256 else np.uint16)
 
 
-def _image_like(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
+def image_like(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
     image = sitk.GetImageFromArray(array, isVector=vector)
     image.CopyInformation(reference)
     return image
@@ -114,11 +114,11 @@ class Segmenter:
         cancel.raise_if_cancelled()
         progress(0.9, "resampling to the input grid")
         restored = restore_probabilities(probabilities, case)
-        labels = _image_like(labels_from_probabilities(restored, self.card), case.original)
+        labels = image_like(labels_from_probabilities(restored, self.card), case.original)
         result = SegmentationResult(
             labels=labels,
-            probabilities=_image_like(np.moveaxis(restored, 0, -1), case.original, vector=True) if options.probabilities else None,
-            uncertainty=_image_like(entropy_map(restored), case.original) if options.uncertainty else None,
+            probabilities=image_like(np.moveaxis(restored, 0, -1), case.original, vector=True) if options.probabilities else None,
+            uncertainty=image_like(entropy_map(restored), case.original) if options.uncertainty else None,
             device=str(used),
             seconds=time.perf_counter() - start,
             log=list(self.messages),

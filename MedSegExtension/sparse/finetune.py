@@ -32,7 +32,13 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..inference.devices import resolve_device
-from ..inference.pipeline import InferenceOptions, Segmenter, entropy_map, labels_from_probabilities
+from ..inference.pipeline import (
+    InferenceOptions,
+    Segmenter,
+    entropy_map,
+    image_like,
+    labels_from_probabilities,
+)
 from ..inference.sliding_window import count_windows
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
 from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
@@ -213,8 +219,9 @@ def fine_tune(
     if held_out is not None:
         # Train on the other slices' own targets: on a coarse grid the held-out slice's reach may
         # overlap theirs, and its labels must not leak into training before they are scored.
-        train = sparse_targets(annotation.without(held_out), image, case.model_grid, values, card.orientation)
-        held = grid_coverage(annotation.known & ~annotation.without(held_out).known, image, case.model_grid,
+        rest = annotation.without(held_out)
+        train = sparse_targets(rest, image, case.model_grid, values, card.orientation)
+        held = grid_coverage(annotation.known & ~rest.known, image, case.model_grid,
                              card.orientation)
         validation = (held >= 0.5) & (held > train[1])  # voxels the held-out slice dominates
         if not validation.any():
@@ -340,7 +347,7 @@ def fine_tune(
         labels = _finish_labels(probabilities, card, annotation, image, settings)
     uncertainty = entropy_map(probabilities)
     return FineTuneResult(
-        card=card, network=network, labels=labels, uncertainty=_image_like(uncertainty, image), held_out=held_out,
+        card=card, network=network, labels=labels, uncertainty=image_like(uncertainty, image), held_out=held_out,
         held_out_dice=best_dice if held_out else None, steps=step, seconds=time.perf_counter() - start,
         stopped_because=stopped, losses=losses,
         suggestions=suggest_slices(uncertainty, annotation.slices, settings.suggestions,
@@ -352,16 +359,10 @@ def fine_tune(
 def _finish_labels(probabilities: np.ndarray, card: ModelCard, annotation: SparseAnnotation, image: sitk.Image,
                    settings: FineTuneSettings) -> sitk.Image:
     """Labels from probabilities, the annotation's priors applied and the annotated voxels kept."""
-    labels = _image_like(labels_from_probabilities(probabilities, card), image)
+    labels = image_like(labels_from_probabilities(probabilities, card), image)
     if settings.use_annotation_priors:
         labels = apply_annotation_priors(labels, annotation)
     return keep_annotated_labels(labels, annotation)
-
-
-def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(reference)
-    return image
 
 
 def save_finetuned(result: FineTuneResult, name: str, registry: ModelRegistry | None = None) -> ModelCard:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 import SimpleITK as sitk
 
+from ..inference.pipeline import image_like
 from .annotations import SparseAnnotation
 
 Box = tuple[slice, slice, slice]
@@ -79,15 +80,11 @@ def apply_annotation_priors(labels: sitk.Image, annotation: SparseAnnotation) ->
     boxes = class_boxes(annotation.labels, annotation.known, annotation.classes)
     array = restrict_to_boxes(array, boxes)
     array = keep_annotated_components(array, annotation.labels, annotation.known, annotation.classes)
-    result = sitk.GetImageFromArray(array)
-    result.CopyInformation(labels)
-    return result
+    return image_like(array, labels)
 
 
 def keep_annotated_labels(labels: sitk.Image, annotation: SparseAnnotation) -> sitk.Image:
     """The prediction with the user's own labels on every annotated voxel: what they drew stays drawn."""
     array = sitk.GetArrayFromImage(labels)
     array[annotation.known] = annotation.labels[annotation.known]
-    result = sitk.GetImageFromArray(array)
-    result.CopyInformation(labels)
-    return result
+    return image_like(array, labels)
