@@ -328,16 +328,16 @@ def test_poll_does_not_block_and_cancel_stops_a_busy_process():
     assert time.monotonic() - t0 < 10
 
 
-@pytest.mark.skipif(os.name == "nt", reason="SIGINT escalation is POSIX only")
-def test_cancel_escalates_to_terminate_when_sigint_is_ignored():
-    code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)"
+@pytest.mark.skipif(os.name == "nt", reason="signal escalation is POSIX only")
+def test_cancel_escalates_to_kill_when_sigterm_is_ignored():
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)"
     task = BackgroundTask(python(code), grace=0.3)
     task.start()
     while "ready" not in task.lines:
         task.poll()
         time.sleep(0.02)
     task.cancel()
-    assert task.wait(timeout=10) == -signal.SIGTERM
+    assert task.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_parse_line_handles_every_kind_of_line():
