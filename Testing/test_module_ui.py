@@ -152,5 +152,29 @@ def test_self_test_checks_assert_outcomes():
         source = ast.unparse(check)
         assert source.count("tc.assert") + source.count("assert_allclose") + source.count("_expect_error") >= 3, check.name
     module_code = MODULE_FILE.read_text(encoding="utf-8")
+    assert "self_test.selected_checks(" in module_code
+    selector = ast.unparse(next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "selected_checks"))
     for check in checks:
-        assert f"self_test.{check.name}" in module_code
+        assert f"({check.name}," in selector, f"{check.name} is never run by MedSegModuleTest"
+
+
+def test_spin_box_ranges_agree_with_the_parameter_node(panel):
+    """The GUI connectors set a spin box's range from the field's ``WithinRange`` (a plain float or
+    int would make it -inf..inf or +-2**31); the .ui shows the same bounds, and 0 s as "automatic"."""
+    hints = typing.get_type_hints(MedSegParameters, include_extras=True)
+    bound = bound_widgets(panel)
+    checked = 0
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        base, *extras = typing.get_args(hint)
+        (limits,) = [e for e in extras if type(e).__name__ == "WithinRange"]
+        widget = bound[name]
+        assert (widget.minimum(), widget.maximum()) == (limits.minimum, limits.maximum), name
+        assert limits.minimum <= getattr(MedSegParameters, name) <= limits.maximum, name
+        assert isinstance(limits.minimum, base) and isinstance(limits.maximum, base), name
+        checked += 1
+    assert checked == 2
+    budget = bound["sparseTimeBudget"]
+    assert budget.specialValueText() == "automatic" and budget.minimum() == 0.0 == MedSegParameters.sparseTimeBudget
+    assert bound["sparseMaxSteps"].specialValueText() == ""

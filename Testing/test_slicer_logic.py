@@ -240,6 +240,11 @@ def test_cancel_stops_the_engine_and_adds_no_nodes(env, tc, tmp_path):
     self_test.check_cancel(tc, env.scene, env.load_volume, tmp_path)
 
 
+@pytest.mark.skipif(not self_test.heavy_requested(), reason="heavy: set MEDSEG_SELFTEST_HEAVY=1")
+def test_cancel_while_tta_works_on_a_large_volume(env, tc, tmp_path):
+    self_test.check_cancel(tc, env.scene, env.load_volume, tmp_path, heavy=True)
+
+
 def test_engine_error_reaches_the_caller_and_adds_no_nodes(env, tmp_path, tiny_model_dir):
     constant = sitk.Image(20, 20, 20, sitk.sitkFloat32) + 5.0
     volume = env.load_volume(write(constant, tmp_path / "flat.nrrd"), "flat")
