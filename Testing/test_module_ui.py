@@ -139,6 +139,8 @@ def test_module_file_follows_the_scripted_module_template_and_stays_thin():
     library = "\n".join(p.read_text(encoding="utf-8") for p in (MODULE_DIR / "MedSegModuleLib").glob("*.py"))
     assert "setSourceVolumeNode" in library
     assert "setMasterVolumeNode(" not in library + code  # the removed old name
+    assert "SetReferenceActive" not in library and "SetActiveTableID(" in library  # deprecated names
+    assert "import slicer.packaging" in library  # slicer.packaging is no attribute until imported (5.12)
 
 
 def test_self_test_checks_assert_outcomes():

@@ -373,8 +373,12 @@ def test_missing_requirements_lists_torch_first():
     assert "PyTorch extension" in plan[0] and "numpy" in plan[-1]
 
 
-def test_constraints_pin_slicers_numpy():
-    assert f"numpy=={np.__version__}" in constraints_text().splitlines()
+def test_constraints_pin_slicers_numpy_and_the_torch_present():
+    import torch
+
+    pins = constraints_text().splitlines()
+    assert f"numpy=={np.__version__}" in pins
+    assert f"torch=={torch.__version__}" in pins  # MONAI's install must not replace it
 
 
 def test_model_catalog_lists_models_and_reports_broken_cards(tmp_path, tiny_model_dir):
