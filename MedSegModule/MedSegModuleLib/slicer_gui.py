@@ -185,7 +185,7 @@ def show_table_and_chart(table_node: Any, chart_node: Any) -> None:
     slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
     application = slicer.app.applicationLogic()
     selection = application.GetSelectionNode()
-    selection.SetActiveTableID(table_node.GetID())  # (SetReferenceActive*ID: the deprecated names)
+    selection.SetActiveTableID(table_node.GetID())  # (not the deprecated SetReference... names)
     selection.SetActivePlotChartID(chart_node.GetID())
     application.PropagateTableSelection()
     application.PropagatePlotChartSelection()
