@@ -27,6 +27,8 @@ from ..io.atomic import compound_suffix
 from ..io.volumes import read_image, same_geometry, squeeze_to_3d
 
 MAX_CLASSES = 1000  # more distinct values than this: an intensity image, not a label map
+FEW_CLASSES = 32  # up to this many distinct values a map is never judged by its texture
+MAX_LABEL_CHANGE = 0.7  # above this fraction of neighbour pairs that differ: the texture of an image
 Color = tuple[int, int, int]
 
 
@@ -60,12 +62,49 @@ def label_array(image: sitk.Image, source: str) -> np.ndarray:
         array = array.astype(np.int32)
     elif not np.issubdtype(array.dtype, np.integer):
         raise InputError(f"{source}: unsupported label map pixel type {array.dtype}")
+    check_label_map(array, source)
+    return array
+
+
+def check_label_map(array: np.ndarray, source: str) -> None:
+    """InputError (one line) when an integer array is an intensity image rather than a label map.
+
+    The rule, chosen so that no real atlas or segmentation trips it: a label map is made of
+    regions of one value, so neighbouring voxels mostly agree; in an MRI or CT, even one stored
+    as integers, they mostly differ (noise, gradients). A map is refused when it has more than
+    :data:`MAX_CLASSES` distinct values, or more than :data:`FEW_CLASSES` and a value change
+    between more than :data:`MAX_LABEL_CHANGE` of its neighbour pairs that touch a labelled
+    (non-zero) voxel. Measured on the atlases of Debian's ``mricron-data``: label maps
+    (AAL 117 values, AICHA 193, JHU 2 mm 49, NeuroMaps 725) change at 9–35% of pairs; the
+    Colin27 MRI in its three forms (81–249 values) at 77–91%. A map with few values is never
+    refused by its texture (a thin vessel or nerve labelling changes at most pairs).
+    """
     distinct = distinct_values(array)
     if len(distinct) > MAX_CLASSES:
-        raise InputError(
-            f"{source}: {len(distinct)} distinct values; this looks like an intensity image, not a label map"
-        )
-    return array
+        raise InputError(f"{source}: {len(distinct)} distinct values; this looks like an intensity image, "
+                         f"not a label map (give the segmentation, not the image)")
+    if len(distinct) <= FEW_CLASSES:
+        return
+    change = neighbour_change_fraction(array)
+    if change > MAX_LABEL_CHANGE:
+        raise InputError(f"{source}: not a label map: {len(distinct)} distinct values that differ between "
+                         f"{100 * change:.0f}% of neighbouring labelled voxels (label maps: under "
+                         f"{100 * MAX_LABEL_CHANGE:.0f}%); this looks like an intensity image (give the segmentation, "
+                         f"not the image)")
+
+
+def neighbour_change_fraction(array: np.ndarray) -> float:
+    """The fraction of face-neighbour voxel pairs touching a non-zero voxel whose two values differ."""
+    labelled = array != 0
+    changed = touching = 0
+    for axis in range(array.ndim):
+        head = [slice(None)] * array.ndim
+        tail = [slice(None)] * array.ndim
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        pairs = labelled[tuple(head)] | labelled[tuple(tail)]
+        touching += int(np.count_nonzero(pairs))
+        changed += int(np.count_nonzero((array[tuple(head)] != array[tuple(tail)]) & pairs))
+    return changed / touching if touching else 0.0
 
 
 def distinct_values(array: np.ndarray) -> list[int]:
