@@ -388,3 +388,21 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     set_rng_states(read_checkpoint(path)["rng"], torch.device("cpu"))
     drawn = (np.random.normal(), np.random.randint(1 << 30), random.random(), torch.rand(3))
     assert expected[:3] == drawn[:3] and torch.equal(expected[3], drawn[3])
+
+
+def test_damaged_or_old_checkpoints_are_one_line_errors(tmp_path):
+    from MedSegExtension.training.checkpoints import write_checkpoint
+    from MedSegExtension.training.loop import LoopOptions, TrainingLoop
+
+    loop = TrainingLoop(torch.nn.Linear(2, 2), lambda *a: torch.zeros(()), lambda start: iter(()), LoopOptions(steps=1))
+    incomplete = write_checkpoint(tmp_path / "incomplete.pt", {"step": 1, "model": loop.module.state_dict()})
+    with pytest.raises(InputError, match=r"incomplete\.pt: incomplete or damaged checkpoint \(KeyError"):
+        loop.resume(incomplete)
+    old = tmp_path / "old.pt"
+    torch.save({"format": 1, "step": 1}, old)
+    with pytest.raises(InputError, match=r"old\.pt: not a MedSeg training checkpoint of format 2 \(format 1"):
+        loop.resume(old)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(incomplete.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"truncated\.pt: cannot read checkpoint \(\w+: [^\n]*$"):
+        loop.resume(truncated)

@@ -45,10 +45,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                          f"(not a MedSeg checkpoint, or tampered with); nothing in it was run; delete it or "
                          f"use --restart") from None
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        first_line = (str(exc).splitlines() or [""])[0]
-        raise InputError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {first_line})") from None
+        raise InputError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise InputError(f"{path}: not a MedSeg training checkpoint of format {CHECKPOINT_FORMAT}"
                          + (f" (format {found}: made by an older MedSeg; use --restart)" if found is not None else ""))
     return state
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (torch's messages run to several lines)."""
+    return (str(exc).splitlines() or [""])[0]

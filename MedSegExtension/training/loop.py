@@ -22,7 +22,7 @@ from torch import nn
 from .. import __version__
 from ..errors import CancelledError, InputError, MedSegError
 from ..progress import CancelToken, ProgressCallback, no_progress
-from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, write_checkpoint
+from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, first_line, read_checkpoint, write_checkpoint
 from .distributed import DistInfo, any_true, barrier
 from .optimization import autocast, build_optimizer, build_scheduler, use_amp
 from .rng import rng_states, set_rng_states, step_seed
@@ -166,10 +166,10 @@ class TrainingLoop:
             raise InputError(f"{path}: checkpoint was made with a different config (model, data or training "
                              f"settings changed); use --restart to start over")
         try:
-            self.module.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise InputError(f"{path}: checkpoint does not fit this network ({str(exc).splitlines()[0]})") from None
-        try:
+            try:
+                self.module.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                raise InputError(f"{path}: checkpoint does not fit this network ({first_line(exc)})") from None
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
@@ -181,8 +181,8 @@ class TrainingLoop:
             self.extra_state.update(state.get("extra") or {})
             set_rng_states(state["rng"], self.device)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise InputError(f"{path}: incomplete or damaged checkpoint ({type(exc).__name__}: "
-                             f"{(str(exc).splitlines() or [''])[0]}); use --restart") from None
+            raise InputError(f"{path}: incomplete or damaged checkpoint ({type(exc).__name__}: {first_line(exc)}); "
+                             f"use --restart") from None
         best = path.parent / BEST_CHECKPOINT
         if self.best_score is not None and best.is_file():
             self._best_state = read_checkpoint(best)["model"]
