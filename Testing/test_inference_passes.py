@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -87,8 +89,21 @@ def test_whole_volume_out_of_memory_falls_back_to_windows() -> None:
                                atol=1e-6)
 
 
+def test_plan_keeps_the_card_window_for_instance_norm() -> None:
+    card = make_tiny_card()
+    assert card.network.norm == "instance"
+    base = WindowSettings((16, 16, 16), overlap=0.5)
+    settings, line = plan_passes(card, (90, 108, 90), CPU, base, memory=2**40)
+    assert settings == base and "instance norm" in line
+    settings, _ = plan_passes(card, (14, 16, 9), CPU, base, memory=2**40)  # the crop fits one window anyway
+    assert settings.whole_volume
+    settings, _ = plan_passes(card, (90, 108, 90), CPU, base, mode="whole", memory=2**40)
+    assert settings.whole_volume
+
+
 def test_plan_uses_one_pass_when_it_fits_and_larger_windows_when_not() -> None:
     card = make_tiny_card()
+    card.network = replace(card.network, norm="batch")
     base = WindowSettings((16, 16, 16), overlap=0.5)
     shape = (90, 108, 90)
     whole = activation_bytes(card, (90, 108, 90))

@@ -7,6 +7,15 @@ the peak is about ``Σ_levels channels × voxels / 8^level × bytes × LIVE_TENS
 logits and probabilities. ``SAFETY`` covers allocator slack and convolution workspaces; a
 prediction that still runs out of memory falls back to windows (see ``sliding_window``).
 
+Field of view and normalization (measured, not assumed: ``benchmarks/inference_speed.py``): in
+eval mode batch norm uses fixed statistics, so a batch-normalized network computes the same
+thing on any field of view and ``auto`` uses one pass (or the largest windows that fit).
+Instance norm normalizes each feature map by its own mean and variance, which change with the
+field of view: on Colin27 the bundled instance-norm model loses 0.10 mean Dice against AAL in
+one whole-head pass (brain voxels agree on 57 %), and even windows at overlap 0.25 instead of 0.5
+lose 0.05. So for instance-normalized networks ``auto`` keeps the card's window and overlap
+(one pass only when the crop is no larger than the window) and ``whole`` is an explicit choice.
+
 Available memory: on the CPU, ``MemAvailable`` from ``/proc/meminfo`` (else the physical
 memory), on CUDA the free memory ``torch.cuda.mem_get_info`` reports.
 """
@@ -70,9 +79,9 @@ def plan_passes(
 ) -> tuple[WindowSettings, str]:
     """Window settings for an image of spatial ``shape`` (k, j, i), and one line saying what was chosen.
 
-    ``mode``: ``auto`` (one pass if it fits, else the largest windows that fit), ``whole``
-    (one pass, windows only after an out-of-memory error), ``windows`` (the card's window
-    and the caller's overlap and batch, as before).
+    ``mode``: ``auto`` (batch norm: one pass if it fits, else the largest windows that fit;
+    instance norm: the card's windows), ``whole`` (one pass, windows only after an
+    out-of-memory error), ``windows`` (the card's window and the caller's overlap and batch).
     """
     if mode not in ("auto", "whole", "windows"):
         raise ValueError(f"unknown inference mode {mode!r}")
@@ -82,8 +91,10 @@ def plan_passes(
     budget = MEMORY_SHARE * (available_memory(device) if memory is None else memory)
     padded = [math.ceil(s / divisor) * divisor for s in shape]
     whole_cost = activation_bytes(card, padded, variants, bytes_per_value)
-    if mode == "windows":
-        return base, f"windows of {_fmt(base.window)} voxels, overlap {base.overlap:g}"
+    fits_one_window = all(p <= w for p, w in zip(padded, base.window, strict=True))
+    if mode == "windows" or (mode == "auto" and card.network.norm == "instance" and not fits_one_window):
+        why = " (instance norm: statistics depend on the field of view)" if mode == "auto" else ""
+        return base, f"windows of {_fmt(base.window)} voxels, overlap {base.overlap:g}{why}"
     if mode == "whole" or whole_cost <= budget:
         settings = replace(base, whole_volume=True, size_divisor=divisor, batch_size=1)
         return settings, f"whole volume in one pass ({_fmt(padded)} voxels, ~{whole_cost / 2**30:.1f} GiB estimated)"
