@@ -47,10 +47,14 @@ class SegmentationResult:
     log: list[str] = field(default_factory=list)
 
 
+def label_values(card: ModelCard) -> np.ndarray:
+    """The label value of each network channel (0 for background), in the smallest unsigned type."""
+    values = [0] + [label.value for label in card.labels]
+    return np.array(values, dtype=np.uint8 if max(values) < 256 else np.uint16)
+
+
 def labels_from_probabilities(probabilities: np.ndarray, card: ModelCard) -> np.ndarray:
-    values = np.array([0] + [label.value for label in card.labels], dtype=np.uint16)
-    labels = values[np.argmax(probabilities, axis=0)]
-    return labels.astype(np.uint8 if values.max() < 256 else np.uint16)
+    return label_values(card)[np.argmax(probabilities, axis=0)]
 
 
 def image_like(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
@@ -117,7 +121,7 @@ class Segmenter:
             self.device = used
         cancel.raise_if_cancelled()
         progress(0.9, "resampling to the input grid")
-        restored = restore_streaming(probabilities, case, lambda block: labels_from_probabilities(block, self.card),
+        restored = restore_streaming(probabilities, case, label_values(self.card),
                                      uncertainty=options.uncertainty, keep_probabilities=options.probabilities)
         del probabilities
         vector = None
