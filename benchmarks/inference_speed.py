@@ -133,7 +133,8 @@ def main() -> None:
         variants["medseg_segment_tta"] = InferenceOptions(device=args.device, tta=True)
     for name, options in variants.items():
         results = []
-        seconds[name] = timed(lambda options=options: results.append(segmenter(image, options)), args.repeats)
+        seconds[name] = timed(lambda options=options, results=results: results.append(segmenter(image, options)),
+                              args.repeats)
         dices[name], logs[name] = dice(results[-1]), results[-1].log[0]
     work = Path(tempfile.mkdtemp(prefix="medseg-speed-"))
     try:
