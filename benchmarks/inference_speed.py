@@ -122,6 +122,8 @@ def main() -> None:
         with torch.inference_mode():
             sliding_window_inference(tensor, window, 1, lambda x: torch.softmax(segmenter.network(x), 1),
                                      overlap=overlap, mode=mode, sigma_scale=0.125)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     peer(0.25, "constant")  # warm up both
     seconds, dices, logs = {}, {}, {}
