@@ -43,8 +43,8 @@ class MedSegModuleParameterNode(MedSegParameters):
 
 
 class MedSegModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the panel to the logic; the work runs in a subprocess, polled by a timer. The Model and
-    Segment sections are wired here; each other section has its controller in MedSegModuleLib."""
+    """Wires the panel to the logic; the work runs in a subprocess, polled by a timer. The Segment
+    section is wired here; each other section has its controller in MedSegModuleLib."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)

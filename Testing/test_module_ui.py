@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "MedSegModule"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedSegModule.ui"
 MODULE_FILE = MODULE_DIR / "MedSegModule.py"
-SECTION_FILES = [MODULE_DIR / "MedSegModuleLib" / f"{name}.py" for name in ("sections", "sparse_section", "evaluate_section")]
+SECTION_FILES = [MODULE_DIR / "MedSegModuleLib" / f"{name}.py" for name in ("sections", "model_section", "sparse_section", "evaluate_section")]
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedSegModuleLib.parameters import DeviceChoice, MedSegParameters, Quality  # noqa: E402

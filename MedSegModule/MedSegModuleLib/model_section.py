@@ -26,6 +26,7 @@ class ModelSection:
         self.extra_models: list[str] = []
         self.catalog = model_catalog.Catalog()
         self.query = None  # the engine subprocess listing devices
+        self.devices = ""  # its answer, once there is one (devices do not change while Slicer runs)
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onDeviceQueryPoll)
@@ -58,6 +59,8 @@ class ModelSection:
                 self.status("A model folder could not be read (all in the log): " + self.catalog.problems[0], error=True)
             if missing:  # the engine cannot start without them
                 self.ui.deviceInfoLabel.text = "Install the missing Python packages first."
+            elif self.devices:
+                self.ui.deviceInfoLabel.text = self.devices
             elif self.query is None:
                 self.ui.deviceInfoLabel.text = "Looking for a GPU…"
                 self.query = model_catalog.start_device_query()
@@ -73,7 +76,7 @@ class ModelSection:
         self.timer.stop()
         self.query = None
         try:
-            self.ui.deviceInfoLabel.text = model_catalog.device_query_result(query).reason
+            self.devices = self.ui.deviceInfoLabel.text = model_catalog.device_query_result(query).reason
         except MedSegError as exc:  # e.g. a torch that fails to import: the engine cannot run at all
             self.ui.deviceInfoLabel.text = "The engine cannot start; see the error."
             self.status(str(exc), error=True)
