@@ -55,14 +55,14 @@ class SignalCancel:
 
 
 @contextlib.contextmanager
-def cancel_on_signals(token: CancelToken) -> Iterator[SignalCancel]:
+def cancel_on_signals(token: CancelToken, seen: SignalCancel | None = None) -> Iterator[SignalCancel]:
     """Make SIGINT, SIGTERM (and SIGBREAK) a cancel of ``token`` while the block runs.
 
     The first signal only sets the token: the work stops at its next check and writes nothing.
     A second one raises :class:`CancelledError` at once, so ``finally`` blocks still remove
     temporary files. Outside the main thread (embedded use) no handler is installed.
     """
-    seen = SignalCancel()
+    seen = seen or SignalCancel()
 
     def handler(signum: int, frame: object) -> None:  # noqa: ARG001 - the signal module's signature
         if seen.signum is not None:

@@ -49,8 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     cancel = CancelToken()
-    with cancel_on_signals(cancel) as signals:
-        return _run(args, cancel, signals)
+    signals = SignalCancel()
+    try:
+        with cancel_on_signals(cancel, signals):
+            return _run(args, cancel, signals)
+    except CancelledError as exc:  # a second signal while the first one's cancel was being reported
+        print(f"medseg: {exc}", file=sys.stderr)
+        return signals.exit_code
 
 
 def _run(args: argparse.Namespace, cancel: CancelToken, signals: SignalCancel) -> int:
