@@ -86,7 +86,7 @@ def test_overwrite_never_lets_an_output_be_an_input(env, volume, sparse, capsys)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a read-only folder: /proc for root, chmod otherwise")
-def test_read_only_or_missing_output_folder_is_refused_before_the_work(env, volume, capsys) -> None:
+def test_output_folder_that_cannot_be_written_is_refused_before_the_work(env, volume, capsys) -> None:
     if os.geteuid() == 0:
         read_only = Path("/proc/self")  # root ignores permission bits; /proc takes no new files
     else:
@@ -94,8 +94,9 @@ def test_read_only_or_missing_output_folder_is_refused_before_the_work(env, volu
         read_only.mkdir()
         read_only.chmod(0o555)
     assert "cannot write in the output folder" in refused(capsys, "predict", volume, "-o", read_only / "o.nii.gz")
-    assert "output folder does not exist" in refused(capsys, "predict", volume, "-o", env / "no" / "such" / "o.nii.gz")
-    assert "output folder does not exist" in refused(capsys, "predict", volume, "-o", volume / "o.nii.gz")
+    assert "cannot write in the output folder" in refused(capsys, "predict", volume, "-o", read_only / "new" / "o.nii.gz")
+    assert "is a file" in refused(capsys, "predict", volume, "-o", volume / "sub" / "o.nii.gz")
+    assert not list(env.glob("**/.medseg-write-test-*"))
 
 
 def test_evaluate_outputs_are_not_overwritten_without_asking(env, volume, capsys) -> None:

@@ -55,14 +55,21 @@ def check_output(path: str | Path | None, overwrite: bool) -> None:
 
 
 def check_writable_folder(folder: str | Path) -> None:
-    """Refuse, before the work, an output folder that is missing or where no file can be created."""
+    """Refuse, before the work, an output folder where no file can be created.
+
+    A missing folder is created when the output is written; then its nearest existing
+    ancestor must be a writable folder (not a file).
+    """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: output folder does not exist")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{folder}: cannot create the output folder ({existing} is a file)")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".medseg-write-test-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".medseg-write-test-", dir=existing)
     except OSError as exc:
-        raise InputError(f"{folder}: cannot write in the output folder ({exc.strerror or exc})") from None
+        raise InputError(f"{existing}: cannot write in the output folder ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
 

@@ -88,7 +88,7 @@ def check_model_is_new(config: Any, args: argparse.Namespace) -> None:
     from ..training import resolve_output
 
     folder, checkpoints = resolve_output(config, args.bundled)
-    own_run = (args.resume or args.restart) and (checkpoints / "last.pt").is_file()
+    own_run = (checkpoints / "last.pt").is_file()  # then the trainer asks for --resume or --restart
     if not args.bundled and not own_run and (folder / CARD_FILE).is_file():
         raise InputError(f"{folder}: a model named {config.card.name!r} exists there; MedSeg never replaces it "
                          f"(give the config another model name or 'output', or remove that folder)")
