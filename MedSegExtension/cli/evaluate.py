@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write the results as CSV")
     parser.add_argument("--report", metavar="DIR", help="write a self-contained HTML report DIR/report.html")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files and report")
     parser.add_argument("--slices", type=int, default=3, metavar="N", help="report slices per axis (default 3)")
     parser.add_argument("--no-surface", action="store_true", help="skip HD95/HD/ASSD (faster)")
     parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto", help="progress display")
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         raise InputError(f"--slices {args.slices}: must be at least 1")
     if args.image and not Path(args.image).exists():
         raise InputError(f"{args.image}: no such file or folder")
+    check_evaluate_outputs(args)
     names, colors = load_label_names(args.labels) if args.labels else (None, None)
     display = ProgressDisplay(args.progress)
     surface = not args.no_surface
@@ -172,6 +174,26 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     elif args.image:
         display.log("medseg: warning: --image is only used by --report; ignored")
     return 0
+
+
+def check_evaluate_outputs(args: argparse.Namespace) -> None:
+    """Before any work: --json/--csv/--report replace nothing without --overwrite and are no input."""
+    from .common import check_outputs, check_writable_folder, same_file
+
+    inputs = [("PRED", args.prediction), ("REF", args.reference), ("--image", args.image), ("--labels", args.labels)]
+    check_outputs([("--json", args.json), ("--csv", args.csv)], inputs, args.overwrite)
+    if not args.report:
+        return
+    folder = Path(args.report)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: --report needs a folder (it writes report.html and images there), not a file")
+    page = folder / "report.html"
+    for option, path in inputs:
+        if path and same_file(page, path):
+            raise InputError(f"{page}: --report would write over the input given to {option}; choose another folder")
+    if page.exists() and not args.overwrite:
+        raise InputError(f"{page}: output exists; choose another folder or pass --overwrite")
+    check_writable_folder(folder if folder.is_dir() else folder.parent)
 
 
 def _batch_images(spec: str | None, batch: object) -> dict[str, Path] | None:

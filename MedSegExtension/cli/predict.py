@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..io.atomic import compound_suffix
 from ..io.volumes import check_volume, read_image, squeeze_to_3d, write_image
 from ..progress import CancelToken
-from .common import add_inference_arguments, check_output, inference_options, make_display
+from .common import add_inference_arguments, check_outputs, inference_options, make_display
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         raise InputError("give an input volume (or a folder of cases, or --list)")
     if compound_suffix(Path(args.output)) not in OUTPUT_SUFFIXES:
         raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
-    for path in (args.output, args.probabilities, args.uncertainty):
-        check_output(path, args.overwrite)
+    check_outputs([("-o", args.output), ("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty)],
+                  [*(("INPUT", path) for path in args.inputs), ("--transform", args.transform)], args.overwrite)
     options = inference_options(args, probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty))
     options.mode = "windows" if args.sliding_window else options.mode
     card = ModelRegistry().find(args.model)
