@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import test_predict_cli
 from conftest import make_phantom
 from test_sparse_finetune import INFO, labels_on, two_balls
 from test_train_cli import write_config
@@ -18,19 +19,13 @@ from MedSegExtension.cli.main import main
 from MedSegExtension.io.segmentation_files import write_labelmap
 from MedSegExtension.models.registry import sha256_of
 
+registry_env, volume = test_predict_cli.registry_env, test_predict_cli.volume  # the same fixtures
+
 
 @pytest.fixture
-def env(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MEDSEG_BUNDLED_MODELS", str(tiny_model_dir.parent))
-    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+def env(registry_env: Path, tmp_path: Path) -> Path:
+    """The tiny model bundled, an empty MEDSEG_HOME; the test's folder."""
     return tmp_path
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    path = tmp_path / "head.nii.gz"
-    sitk.WriteImage(make_phantom(), str(path))
-    return path
 
 
 @pytest.fixture

@@ -118,11 +118,14 @@ def test_a_killed_save_leaves_no_model_and_its_leftovers_are_removed(store: Path
     finished = store / "done"  # a complete model whose folder kept a killed writer's partial file
     finished.mkdir()
     (finished / f".model.pt.{saver.pid}-x1y2.partial.pt").write_bytes(b"half")
+    for name, age_days in (("halfmade-v3", 2), ("fresh-empty", 0)):  # an old MedSeg's empty version folder
+        (store / name).mkdir()
+        os.utime(store / name, (time.time() - age_days * 86400,) * 2)
 
     code, out, _err = run_cli(capsys, "models")
     assert code == 0 and "halfmade" not in out
     assert not hidden.exists() and list(finished.iterdir()) == []
-    assert sorted(p.name for p in store.iterdir()) == ["done"]
+    assert sorted(p.name for p in store.iterdir()) == ["done", "fresh-empty"]  # a fresh one may be in use
 
 
 def test_a_malformed_user_card_is_skipped_with_one_warning(store: Path, tiny_model_dir: Path, capsys) -> None:

@@ -66,7 +66,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_stale(path: Path, pid: int | None) -> bool:
+def is_stale(path: Path, pid: int | None) -> bool:
     """Owned by a dead process, or too old to be anyone's work in progress."""
     try:
         age = time.time() - path.lstat().st_mtime
@@ -78,7 +78,7 @@ def _is_stale(path: Path, pid: int | None) -> bool:
 def stale_temporary(path: Path, prefix: str) -> bool:
     """Whether a temporary named ``<prefix><pid>-…`` was left by a process that is gone."""
     head = path.name[len(prefix):].split("-", 1)[0]
-    return _is_stale(path, int(head) if head.isdigit() else None)
+    return is_stale(path, int(head) if head.isdigit() else None)
 
 
 def remove_stale_partials(folder: Path, depth: int = 2) -> None:
@@ -89,7 +89,7 @@ def remove_stale_partials(folder: Path, depth: int = 2) -> None:
         return
     for entry in entries:
         match = _PARTIAL.match(entry.name)
-        if match and entry.is_file() and _is_stale(entry, int(match.group(1)) if match.group(1) else None):
+        if match and entry.is_file() and is_stale(entry, int(match.group(1)) if match.group(1) else None):
             entry.unlink(missing_ok=True)
         elif depth > 1 and entry.is_dir() and not entry.is_symlink():
             remove_stale_partials(entry, depth - 1)

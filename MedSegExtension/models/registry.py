@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..io.atomic import remove_stale_partials, stale_temporary
+from ..io.atomic import is_stale, remove_stale_partials, stale_temporary
 from .card import CARD_FILE, ModelCard
 
 if TYPE_CHECKING:  # torch loads only when weights do: listing models stays light (Slicer's GUI process)
@@ -230,7 +230,8 @@ def create_user_model(name: str, write: Callable[[Path, int], None], registry: M
 
 
 def clean_user_models_dir(folder: Path) -> None:
-    """Remove what a killed save left in the user models dir: stale ``.tmp-*`` folders and partial files."""
+    """Remove what a killed save left in the user models dir: stale ``.tmp-*`` folders, partial
+    files, and empty version folders that earlier MedSeg versions created before writing."""
     if not folder.is_dir():
         return
     import shutil
@@ -240,6 +241,8 @@ def clean_user_models_dir(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.is_dir() and not entry.name.startswith("."):
             remove_stale_partials(entry)
+            if not any(entry.iterdir()) and is_stale(entry, None):  # empty, and older than a day
+                entry.rmdir()
 
 
 def verify_weights(card: ModelCard) -> Path:
