@@ -124,7 +124,7 @@ def _from_text(text: str, path: Path) -> tuple[dict[int, str], dict[int, tuple[i
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
-    from ..metrics import evaluation
+    from ..metrics import batch, evaluation
     from .progress_display import ProgressDisplay
 
     prediction, reference = Path(args.prediction), Path(args.reference)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     surface = not args.no_surface
     try:
         if prediction.is_dir():
-            outputs: evaluation.BatchResult | evaluation.EvaluationResult = evaluation.evaluate_folders(
+            outputs: batch.BatchResult | evaluation.EvaluationResult = batch.evaluate_folders(
                 prediction, reference, names, colors=colors, surface=surface, progress=display, cancel=cancel
             )
         else:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     if args.report:
         from ..metrics import report
 
-        if isinstance(outputs, evaluation.BatchResult):
+        if isinstance(outputs, batch.BatchResult):
             path = report.write_batch_report(
                 args.report, outputs, label_names=names, images=_batch_images(args.image, outputs), per_axis=args.slices
             )
@@ -200,7 +200,7 @@ def _batch_images(spec: str | None, batch: object) -> dict[str, Path] | None:
     """Images of a batch, matched by case name (``case`` or nnU-Net's ``case_0000``)."""
     if not spec:
         return None
-    from ..metrics.evaluation import volume_files
+    from ..metrics.batch import volume_files
 
     folder = Path(spec)
     if not folder.is_dir():

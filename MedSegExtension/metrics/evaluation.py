@@ -232,18 +232,3 @@ def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tupl
     if a is None or b is None:
         return a or b
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
-
-
-_BATCH_NAMES = ("BatchResult", "evaluate_folders", "match_cases", "volume_files")
-
-
-def __getattr__(name: str) -> Any:
-    """The batch names, for callers that still use them from here (``cli/evaluate.py``).
-
-    Looked up on use, not imported, since :mod:`.batch` builds on this module.
-    """
-    if name in _BATCH_NAMES:
-        from . import batch
-
-        return getattr(batch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
