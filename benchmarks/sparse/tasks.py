@@ -123,8 +123,8 @@ def colin27_task(structures: Sequence[str] = COLIN27_STRUCTURES, margin_mm: floa
         raise ValueError(f"AAL has no region {unknown} (see aal.nii.txt)")
     aal = sitk.GetArrayFromImage(load_aal())
     labels = np.zeros(aal.shape, dtype=np.uint8)
-    for value, name in enumerate(structures, 1):
-        labels[aal == by_name[name]] = value
+    for value, structure in enumerate(structures, 1):
+        labels[aal == by_name[structure]] = value
     image = load_colin27_t1()
     return make_task(name, "Colin27 ch2 T1 (1 mm), AAL structures", image, labels, structures,
                      margin_mm=margin_mm)
