@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from . import require_file
+from . import read_name_table, require_file
 from ._sitk import read
 from .colin27 import PROVIDER, TEMPLATES
 
@@ -44,14 +44,8 @@ def load_jhu_white_matter() -> sitk.Image:
 
 
 def jhu_names() -> dict[int, str]:
-    """JHU value -> tract name, from ``JHU-WhiteMatter-labels-1mm.nii.txt`` (lines ``value<TAB>name``)."""
-    path = require_file(TEMPLATES / "JHU-WhiteMatter-labels-1mm.nii.txt", PROVIDER)
-    names: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) > 0:
-            names[int(parts[0])] = parts[1].strip()
-    return names
+    """JHU value -> tract name, from ``JHU-WhiteMatter-labels-1mm.nii.txt`` (names use underscores)."""
+    return read_name_table(TEMPLATES / "JHU-WhiteMatter-labels-1mm.nii.txt", PROVIDER)
 
 
 def load_harvard_oxford_cortical(brain_mask: sitk.Image) -> sitk.Image:
