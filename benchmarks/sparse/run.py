@@ -180,7 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="medseg-sparse-bench-") as work:
         for name in args.task_names:
-            task = colin27_task(QUICK_STRUCTURES, margin_mm=3.0) if args.quick else load_task(name)
+            try:
+                task = colin27_task(QUICK_STRUCTURES, margin_mm=3.0) if args.quick else load_task(name)
+            except Exception as exc:  # noqa: BLE001 - recorded, and the other tasks still run
+                report["notes"].append(f"task {name} could not be loaded: {type(exc).__name__}: {exc}")
+                print(f"== {name}: not loaded ({exc})", flush=True)
+                continue
             info = task.info()
             if task.name in THRESHOLD_CHECKED:
                 info["best_threshold_dice"], *_ = best_threshold_dice(
