@@ -1,8 +1,7 @@
-"""The sparse-annotation benchmark: Slicer baselines from the slicer-core wheel, slice protocols, tables."""
+"""The sparse-annotation benchmark: Slicer baselines from the slicer-core wheel, slice protocols."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # ``benchmarks`` is not an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks.sparse import run  # noqa: E402
 from benchmarks.sparse.baselines import (  # noqa: E402
     fill_between_slices,
     from_vtk,
@@ -198,55 +196,6 @@ def test_merged_slices_reuse_nearby_ones_and_cover_every_structure(sphere_files)
     assert far == [SliceRef("k", 10), SliceRef("k", 20)]
 
 
-def _row(protocol: str, method: str, value: float) -> run.Row:
-    return run.Row("phantom", protocol, method, ["k:1"], 1.0, {"a": value, "b": value}, {"a": 2.0, "b": 4.0}, 1.5)
-
-
-def test_table_has_a_row_per_method_and_protocol_and_checks_targets() -> None:
-    scores = {"medseg-finetuned": (0.80, 0.69), "medseg-scratch": (0.74, 0.80),
-              "fill-between-slices": (0.60, 0.70), "grow-from-seeds": (0.70, 0.65)}
-    rows = [_row(p, m, s[i]) for i, p in enumerate(("parallel-3", "parallel-5")) for m, s in scores.items()]
-    table = run.results_table(rows).splitlines()
-    assert len(table) == 2 + 8
-    for protocol in ("parallel-3", "parallel-5"):
-        for method in scores:
-            assert sum(f"| {protocol} |" in line and f"| {method} |" in line for line in table) == 1
-    assert "| 0.800 | 3.00 | 1.50 |" in run.results_table(rows[:1])
-
-    summary = {entry["protocol"]: entry for entry in run.summarize(rows)}
-    # parallel-3 (<= 3 slices): needs best Slicer (0.70) + 0.05.
-    assert summary["parallel-3"]["best_slicer"] == {"method": "grow-from-seeds", "dice": 0.70}
-    assert summary["parallel-3"]["checks"] == {"medseg-finetuned": True, "medseg-scratch": False}
-    # parallel-5 (<= 5 slices): needs >= best Slicer (0.70).
-    assert summary["parallel-5"]["checks"] == {"medseg-finetuned": False, "medseg-scratch": True}
-    assert "| parallel-3 | 3 (1.0) | – | 0.800 | – | 0.740 | 0.600 | 0.700 |" in run.summary_table(run.summarize(rows))
-
-
-def test_tables_render_again_from_the_json(tmp_path: Path) -> None:
-    rows = [_row("parallel-1", m, 0.5 + 0.1 * i) for i, m in enumerate(run.METHODS) if m != run.DEFAULT]
-    rows[0].hd95_mm = {"a": float("inf"), "b": 4.0}  # a class missed entirely
-    report = {"created": "now", "machine": {"platform": "x", "cpus": 2}, "tasks": [], "notes": [],
-              "settings": {"time_budget": 150.0, "device": "cpu", "base_model": "m"}}
-    json_path, md_path = run.write_outputs(report, rows, tmp_path, "first")
-    again_json, again_md = run.render(json_path, tmp_path / "again", "first")
-    assert again_md.read_text(encoding="utf-8") == md_path.read_text(encoding="utf-8")
-    assert json.loads(again_json.read_text(encoding="utf-8")) == json.loads(json_path.read_text(encoding="utf-8"))
-    assert "| inf |" in again_md.read_text(encoding="utf-8")  # the missed class survives the round trip
-
-
-def test_default_rows_follow_what_finetune_does_with_the_bundled_model() -> None:
-    rows = [run.Row(task, "parallel-3", method, ["k:1"], 1.0, {"s": dice}, {"s": 1.0}, 10.0)
-            for task in ("colin27", "mni152")
-            for method, dice in (("medseg-finetuned", 0.8), ("medseg-scratch", 0.6))]
-    report = {"settings": {"base_model": "brain-deep-structures"},
-              "tasks": [{"name": "colin27", "classes": {"1": "Caudate_L"}},
-                        {"name": "mni152", "classes": {"1": "Grey matter"}}]}
-    defaults = {row.task: row for row in run.with_default_rows(rows, report) if row.method == run.DEFAULT}
-    assert defaults["colin27"].note.startswith("= medseg-finetuned") and defaults["colin27"].dice == {"s": 0.8}
-    assert defaults["mni152"].note.startswith("= medseg-scratch") and defaults["mni152"].dice == {"s": 0.6}
-    assert len(run.with_default_rows(run.with_default_rows(rows, report), report)) == len(rows) + 2
-
-
 def test_itk_threads_do_not_crash_the_interpreter_at_exit() -> None:
     """slicer-core's ITK (TBB threader) segfaults at exit after contour interpolation; baselines avoids it."""
     code = (
@@ -261,22 +210,3 @@ def test_itk_threads_do_not_crash_the_interpreter_at_exit() -> None:
     for _ in range(3):  # without the fix, most runs end in SIGSEGV (return code -11)
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()[-500:]
-
-
-def test_benchmark_runs_the_baselines_on_real_colin27(tmp_path: Path) -> None:
-    pytest.importorskip("MedSegExtension.metrics")
-    if not Path("/usr/share/mricron/templates/aal.nii.gz").is_file():
-        pytest.skip("needs the Debian package mricron-data")
-    code = run.main(["--quick", "--methods", "fill-between-slices,grow-from-seeds", "--output-dir", str(tmp_path)])
-    assert code == 0
-    data = json.loads((tmp_path / "sparse-quick.json").read_text())
-    results = {(r["protocol"], r["method"]): r for r in data["results"]}
-    assert set(results) == {(p, m) for p in ("parallel-1", "parallel-3") for m in ("fill-between-slices", "grow-from-seeds")}
-    for result in results.values():
-        assert set(result["dice"]) == {"Caudate_L"} and result["seconds"] < 30
-    # Three slices through the real caudate: both tools recover most of it, and more than from one slice.
-    assert results["parallel-3", "grow-from-seeds"]["mean_dice"] > 0.6
-    assert results["parallel-3", "fill-between-slices"]["mean_dice"] > 0.5
-    assert results["parallel-3", "fill-between-slices"]["mean_dice"] > results["parallel-1", "fill-between-slices"]["mean_dice"]
-    markdown = (tmp_path / "sparse-quick.md").read_text()
-    assert markdown.count("| colin27 | parallel-") == 4

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..progress import CancelToken
 from .common import check_outputs, make_display
+
+if TYPE_CHECKING:
+    from ..sparse.finetune import FineTuneSettings
 
 DEFAULT_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                   (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -100,21 +104,33 @@ def check_run_arguments(args: argparse.Namespace) -> None:
                   [("INPUT", args.input), ("--labels", args.labels), ("--mask", args.mask)], args.overwrite)
 
 
+def settings_from_args(args: argparse.Namespace) -> FineTuneSettings:
+    """The fine-tuning settings ``medseg finetune`` runs with; the sparse benchmark calls this too.
+
+    The base model: ``--model``, none with ``--from-scratch``, else the bundled default model.
+    """
+    from ..models.registry import ModelRegistry
+    from ..sparse.finetune import FineTuneSettings
+
+    base_name = None if args.from_scratch else (args.model or ModelRegistry().default_name())
+    return FineTuneSettings(base_model=base_name, time_budget=args.time_budget, max_steps=args.max_steps,
+                            device=args.device, seed=args.seed, working_spacing=args.working_spacing,
+                            use_unrelated_base=args.use_unrelated_base)
+
+
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..io.segmentation_files import write_labelmap
     from ..io.volumes import read_volume, write_image
     from ..models.registry import ModelRegistry
-    from ..sparse.finetune import FineTuneSettings, fine_tune, save_finetuned
+    from ..sparse.finetune import fine_tune, save_finetuned
 
     check_run_arguments(args)
     image = read_volume(args.input)
     annotation, info = load_annotation(args, image)
-    base_name = None if args.from_scratch else (args.model or ModelRegistry().default_name())
+    settings = settings_from_args(args)
+    base_name = settings.base_model
     base_card = ModelRegistry().find(base_name) if base_name else None
     classes = class_info_for(info, annotation.classes, base_card)
-    settings = FineTuneSettings(base_model=base_name, time_budget=args.time_budget, max_steps=args.max_steps,
-                                device=args.device, seed=args.seed, working_spacing=args.working_spacing,
-                                use_unrelated_base=args.use_unrelated_base)
     display = make_display(args)
     try:
         result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name)

