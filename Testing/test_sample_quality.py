@@ -141,3 +141,13 @@ def test_medseg_train_with_qam_ocm_completes_and_resumes(tmp_path, capsys):
     assert main(["train", str(config), "--resume", "--steps", "5", "--progress", "none"]) == 0
     assert ModelCard.load(folder).training["steps"] == 5
     assert not any(key.startswith("network.score") for key in last["model"])  # the model is the U-Net alone
+
+
+@pytest.mark.slow  # ~45 s, like test_training's DDP test: two spawned processes; the QAM is DDP-wrapped too
+def test_two_process_training_with_qam_ocm(tmp_path):
+    from MedSegExtension.training.launch import launch_local
+
+    config = base_config(tmp_path, steps=2, val_every=2, augmentation={"enabled": False}, sample_weighting="qam_ocm")
+    card, finished = launch_local(config, nprocs=2)
+    assert finished == [0, 1] and card["training"]["processes"] == 2
+    assert card["training"]["sample_weighting"] == "qam_ocm" and card["training"]["steps"] == 2
