@@ -3,10 +3,10 @@
 It owns the optimizer, schedule, AMP, DDP, validation every N steps, best/last checkpoints,
 resume, the time budget, early stop and cancel. :func:`~.trainer.train` drives it with patches
 of prepared cases; the sparse annotation mode drives it with its own sampler and weight maps.
-Batches are ``{"image", "target", "weight"}`` dicts; with a ``sample_weighting`` module
-(:mod:`.sample_quality`, QAM/OCM) the loss is taken per sample and weighted by it, and the
-module trains jointly (own parameter group, own learning rate, saved in ``last.pt``); reproducibility across an interruption:
-:mod:`.rng`; what a checkpoint may hold: :mod:`.checkpoints`.
+Batches are ``{"image", "target", "weight"}`` dicts; reproducibility across an interruption:
+:mod:`.rng`; what a checkpoint may hold: :mod:`.checkpoints`. With a ``sample_weighting``
+module (:mod:`.sample_quality`, QAM/OCM) the loss is taken per sample and weighted by it; the
+module trains jointly (its own parameter group and learning rate) and is saved in ``last.pt``.
 """
 
 from __future__ import annotations
