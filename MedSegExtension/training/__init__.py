@@ -10,7 +10,7 @@ Entry points (imported lazily, so ``import MedSegExtension.training.synthesis`` 
 Modules, lowest first (each imports only those before it): :mod:`.distributed` (DDP
 process group), :mod:`.rng` (seeds, RNG states as tensors), :mod:`.optimization` (optimizer,
 schedule, AMP), :mod:`.checkpoints` (``weights_only`` reads), :mod:`.validation`,
-:mod:`.loop` (:class:`TrainingLoop`), :mod:`.output` (where a model may be written),
+:mod:`.sample_quality` (QAM/OCM noisy-label weighting), :mod:`.loop` (:class:`TrainingLoop`), :mod:`.output` (where a model may be written),
 :mod:`.trainer` (:func:`train`), :mod:`.launch` (local multi-process runs of :func:`train`).
 """
 
@@ -30,6 +30,7 @@ _EXPORTS = {
     "config_from_dict": "config",
     "TrainConfig": "config",
     "build_loss": "losses",
+    "SampleQualityWeighting": "sample_quality",
     "PatchBatches": "dataset",
     "TrainingCase": "dataset",
     "AugmentationConfig": "augmentation",

@@ -26,6 +26,7 @@ from ..io.volumes import VOLUME_SUFFIXES
 from ..models.card import ModelCard
 from .augmentation import AugmentationConfig
 from .losses import build_loss
+from .sample_quality import check_sample_weighting
 
 # Keys that change how a run goes but not what it learns: left out of the config hash, so a
 # resumed run may change them.
@@ -88,6 +89,9 @@ class TrainingConfig:
     amp: str | bool = "auto"  # bf16 autocast on CUDA
     max_seconds: float | None = None
     init_from: str | None = None  # a model name or folder whose weights training starts from
+    sample_weighting: str = "none"  # "qam" or "qam_ocm": noisy-label weighting of seed 002 (sample_quality.py)
+    ocm_lambda: float = 2.0  # OCM bound λ (qam_ocm): weights differ by at most e^{2λ}
+    qam_lr: float = 1e-4  # learning rate of the QAM (seed 002)
 
     @property
     def patch_size_kji(self) -> tuple[int, int, int]:
@@ -348,6 +352,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     if training.amp not in ("auto", True, False):
         raise InputError(f"{source}: training.amp must be auto, true or false")
     build_loss(training.loss, source=f"{source}: training.loss")  # report a bad loss now
+    check_sample_weighting(training.sample_weighting, training.batch_size, training.ocm_lambda, training.qam_lr, source)
     if training.init_from:
         candidate = _path(training.init_from, base)
         if candidate.is_dir():  # a folder, relative to the config; otherwise a model name

@@ -4,7 +4,9 @@ It owns the optimizer, schedule, AMP, DDP, validation every N steps, best/last c
 resume, the time budget, early stop and cancel. :func:`~.trainer.train` drives it with patches
 of prepared cases; the sparse annotation mode drives it with its own sampler and weight maps.
 Batches are ``{"image", "target", "weight"}`` dicts; reproducibility across an interruption:
-:mod:`.rng`; what a checkpoint may hold: :mod:`.checkpoints`.
+:mod:`.rng`; what a checkpoint may hold: :mod:`.checkpoints`. With a ``sample_weighting``
+module (:mod:`.sample_quality`, QAM/OCM) the loss is taken per sample and weighted by it; the
+module trains jointly (its own parameter group and learning rate) and is saved in ``last.pt``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, first_line, read_chec
 from .distributed import DistInfo, any_true, barrier
 from .optimization import autocast, build_optimizer, build_scheduler, use_amp
 from .rng import rng_states, set_rng_states, step_seed
+from .sample_quality import SampleQualityWeighting
 from .validation import Validator
 
 Batches = Callable[[int], Iterable[dict[str, torch.Tensor]]]
@@ -96,6 +99,7 @@ class TrainingLoop:
         config_hash: str = "",
         on_step: Callable[[int, float], None] | None = None,
         extra_state: dict[str, Any] | None = None,
+        sample_weighting: SampleQualityWeighting | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dist = dist_info or DistInfo()
@@ -113,7 +117,16 @@ class TrainingLoop:
         self.config_hash, self.on_step = config_hash, on_step
         self.extra_state = extra_state if extra_state is not None else {}
         self.amp = use_amp(options.amp, self.device)
-        parameters = [p for p in self.module.parameters() if p.requires_grad]
+        parameters: list[Any] = [p for p in self.module.parameters() if p.requires_grad]
+        self.sample_weighting = sample_weighting
+        self.weigh_samples: nn.Module | None = None
+        if sample_weighting is not None:
+            self.weigh_samples = sample_weighting.to(self.device)
+            if self.dist.enabled:
+                self.weigh_samples = nn.parallel.DistributedDataParallel(
+                    sample_weighting, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            parameters = [{"params": parameters},
+                          {"params": list(sample_weighting.parameters()), "lr": sample_weighting.lr}]
         self.optimizer = build_optimizer(options.optimizer, parameters, options.lr, options.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, options.schedule, options.steps, options.warmup_steps)
         self.step = 0
@@ -149,6 +162,8 @@ class TrainingLoop:
             "rng": rng_states(self.device),
             "config_hash": self.config_hash,
             "extra": self.extra_state,
+            **({} if self.sample_weighting is None else {"sample_weighting": {
+                k: v.detach().cpu() for k, v in self.sample_weighting.state_dict().items()}}),
         }
 
     def save_checkpoint(self, name: str = LAST_CHECKPOINT) -> Path | None:
@@ -170,6 +185,8 @@ class TrainingLoop:
                 self.module.load_state_dict(state["model"])
             except RuntimeError as exc:
                 raise InputError(f"{path}: checkpoint does not fit this network ({first_line(exc)})") from None
+            if self.sample_weighting is not None:
+                self.sample_weighting.load_state_dict(state["sample_weighting"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
@@ -298,10 +315,15 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             outputs = self.model(image)
-        loss = self.loss(outputs, target, weight)
+        if self.weigh_samples is None:
+            loss = self.loss(outputs, target, weight)
+        else:
+            loss = self.weigh_samples(image, target, self.loss(outputs, target, weight, reduction="none"), weight)
         loss.backward()
         if self.options.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.options.grad_clip)
+            if self.sample_weighting is not None:
+                torch.nn.utils.clip_grad_norm_(self.sample_weighting.parameters(), self.options.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         return float(loss.detach())

@@ -6,6 +6,11 @@ Every loss is called as ``loss(logits, target, weight=None)``:
 - ``target``: (B, *spatial) integer channel indices (a singleton channel axis is accepted);
 - ``weight``: (B, *spatial) non-negative floats, or ``None`` for all ones.
 
+``loss(logits, target, weight, reduction="none")`` returns one loss per sample, shape (B,):
+each sample's loss on its own (Dice and Tversky then sum over that sample only, whatever
+their ``batch`` setting). Sample-quality weighting (:mod:`.sample_quality`) weighs these.
+The default, ``reduction="mean"``, is the batch loss and is unchanged by this option.
+
 A voxel of weight 0 contributes exactly nothing, to the value and to the gradient: its
 target is replaced by 0 before one-hot encoding (so unlabelled voxels may hold any value,
 even one outside ``0..C-1``), and every per-voxel term is multiplied by its weight before
@@ -30,6 +35,14 @@ from torch import nn
 from ..errors import InputError
 
 LOSS_NAMES = ("ce", "dice", "vnet_dice", "dice_ce", "focal", "tversky", "focal_dice")
+REDUCTIONS = ("mean", "none")
+
+
+def _check_reduction(reduction: str) -> bool:
+    """True for the per-sample form (``"none"``); a programming error for anything else."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction == "none"
 
 
 def _prepare(
@@ -60,16 +73,20 @@ def _one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(target, num_classes).movedim(-1, 1).float()
 
 
-def _weighted_mean(per_voxel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Σ w·l / Σ w; exactly 0 (with a zero gradient) when every weight is 0."""
+def _weighted_mean(per_voxel: torch.Tensor, weight: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Σ w·l / Σ w (per sample: over each sample's voxels, shape (B,)); exactly 0 where every weight is 0."""
+    if per_sample:
+        dims = list(range(1, per_voxel.ndim))
+        return (per_voxel * weight).sum(dims) / weight.sum(dims).clamp_min(1e-12)
     total = weight.sum()
     return (per_voxel * weight).sum() / total.clamp_min(1e-12)
 
 
 class SegmentationLoss(nn.Module):
-    """Base class: ``forward(logits, target, weight=None) -> scalar``."""
+    """Base class: ``forward(logits, target, weight=None, reduction="mean")`` -> scalar, or (B,) for ``"none"``."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -85,14 +102,16 @@ class CrossEntropyLoss(SegmentationLoss):
         self.class_weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        per_sample = _check_reduction(reduction)
         logits, target, weight = _prepare(logits, target, weight)
         if self.class_weights is not None:
             if self.class_weights.numel() != logits.shape[1]:
                 raise ValueError(f"class_weights has {self.class_weights.numel()} entries for {logits.shape[1]} classes")
             weight = weight * self.class_weights.to(logits.device)[target]
         per_voxel = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smoothing)
-        return _weighted_mean(per_voxel, weight)
+        return _weighted_mean(per_voxel, weight, per_sample)
 
 
 def _overlap_terms(
@@ -125,13 +144,15 @@ class DiceLoss(SegmentationLoss):
         self.smooth, self.squared = float(smooth), bool(squared)
         self.include_background, self.batch = bool(include_background), bool(batch)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        per_sample = _check_reduction(reduction)
         logits, target, weight = _prepare(logits, target, weight)
-        tp, predicted, reference = _overlap_terms(logits, target, weight, self.squared, self.batch)
+        tp, predicted, reference = _overlap_terms(logits, target, weight, self.squared, self.batch and not per_sample)
         dice = (2 * tp + self.smooth) / (predicted + reference + self.smooth)
         if not self.include_background and logits.shape[1] > 1:
             dice = dice[..., 1:]
-        return 1 - dice.mean()
+        return 1 - (dice.mean(-1) if per_sample else dice.mean())
 
 
 class TverskyLoss(SegmentationLoss):
@@ -149,14 +170,16 @@ class TverskyLoss(SegmentationLoss):
         self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
         self.include_background, self.batch = bool(include_background), bool(batch)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        per_sample = _check_reduction(reduction)
         logits, target, weight = _prepare(logits, target, weight)
-        tp, predicted, reference = _overlap_terms(logits, target, weight, False, self.batch)
+        tp, predicted, reference = _overlap_terms(logits, target, weight, False, self.batch and not per_sample)
         fp, fn = predicted - tp, reference - tp
         score = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
         if not self.include_background and logits.shape[1] > 1:
             score = score[..., 1:]
-        return 1 - score.mean()
+        return 1 - (score.mean(-1) if per_sample else score.mean())
 
 
 class FocalLoss(SegmentationLoss):
@@ -171,11 +194,13 @@ class FocalLoss(SegmentationLoss):
         self.alpha = alpha if alpha is None or isinstance(alpha, (int, float)) else torch.tensor(list(alpha))
         self.gamma = float(gamma)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        per_sample = _check_reduction(reduction)
         logits, target, weight = _prepare(logits, target, weight)
         onehot = _one_hot(target, logits.shape[1])
         per_voxel = softmax_focal_loss(logits, onehot, self.gamma, self.alpha).sum(1)
-        return _weighted_mean(per_voxel, weight)
+        return _weighted_mean(per_voxel, weight, per_sample)
 
 
 class CompoundLoss(SegmentationLoss):
@@ -186,11 +211,13 @@ class CompoundLoss(SegmentationLoss):
         self.factors = [float(f) for f, _ in parts]
         self.parts = nn.ModuleList(loss for _, loss in parts)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        total = logits.new_zeros((), dtype=torch.float32)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        shape = (logits.shape[0],) if _check_reduction(reduction) else ()
+        total = logits.new_zeros(shape, dtype=torch.float32)
         for factor, loss in zip(self.factors, self.parts, strict=False):
             if factor:
-                total = total + factor * loss(logits, target, weight)
+                total = total + factor * loss(logits, target, weight, reduction)
         return total
 
 
@@ -208,18 +235,20 @@ class DeepSupervisionLoss(SegmentationLoss):
         self.weights = None if weights is None else [float(w) for w in weights]
 
     def forward(
-        self, logits: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None
+        self, logits: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor, weight: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
         if isinstance(logits, torch.Tensor):
-            return self.loss(logits, target, weight)
+            return self.loss(logits, target, weight, reduction)
         outputs = list(logits)
         factors = self.weights if self.weights is not None else [0.5**i for i in range(len(outputs))]
         factors = (list(factors) + [0.0] * len(outputs))[: len(outputs)]
         norm = sum(factors) or 1.0
-        total = outputs[0].new_zeros((), dtype=torch.float32)
+        shape = (outputs[0].shape[0],) if _check_reduction(reduction) else ()
+        total = outputs[0].new_zeros(shape, dtype=torch.float32)
         for factor, output in zip(factors, outputs, strict=False):
             if factor:
-                total = total + (factor / norm) * self.loss(output, target, weight)
+                total = total + (factor / norm) * self.loss(output, target, weight, reduction)
         return total
 
 

@@ -27,6 +27,7 @@ from .loop import LoopOptions, LoopResult, TrainingLoop
 from .losses import build_loss
 from .optimization import use_amp
 from .output import resolve_output
+from .sample_quality import build_sample_weighting
 from .validation import make_validator
 
 __all__ = ["LoopOptions", "LoopResult", "TrainingLoop", "make_validator", "resolve_output", "train"]
@@ -111,6 +112,8 @@ def train(
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         loss = build_loss(t.loss)
+        weighting = build_sample_weighting(t.sample_weighting, card_template.input_channels, card_template.num_classes,
+                                           t.ocm_lambda, t.qam_lr)
         patch = t.patch_size_kji
         dataset = PatchBatches(train_cases, card_template, patch, t.batch_size,
                                foreground_fraction=t.foreground_fraction, augmentation=t.augmentation,
@@ -123,7 +126,7 @@ def train(
             lambda start: iterate_batches(dataset, start, t.steps, t.num_workers, pin_memory=device.type == "cuda"),
             options, device=device, validate=validate, checkpoint_dir=checkpoint_dir, dist_info=info,
             progress=ScaledProgress(progress, 0.05, 1.0), cancel=cancel, log=log, config_hash=cfg.config_hash(),
-            on_step=on_step,
+            on_step=on_step, sample_weighting=weighting,
         )
         if resume:
             start = loop.resume(last, checkpoint)
@@ -188,6 +191,9 @@ def _provenance(cfg: TrainConfig, result: LoopResult, device: torch.device, info
         "lr": t.lr,
         "schedule": t.schedule,
         "loss": t.loss,
+        "sample_weighting": t.sample_weighting,
+        **({"ocm_lambda": t.ocm_lambda} if t.sample_weighting == "qam_ocm" else {}),
+        **({"qam_lr": t.qam_lr} if t.sample_weighting != "none" else {}),
         "foreground_fraction": t.foreground_fraction,
         "augmentation": dataclasses.asdict(t.augmentation),
         "label_map": {str(k): v for k, v in cfg.data.label_map.items()},
