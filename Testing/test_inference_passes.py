@@ -95,8 +95,8 @@ def test_plan_keeps_the_card_window_for_instance_norm() -> None:
     base = WindowSettings((16, 16, 16), overlap=0.5)
     settings, line = plan_passes(card, (90, 108, 90), CPU, base, memory=2**40)
     assert settings == base and "instance norm" in line
-    settings, _ = plan_passes(card, (14, 16, 9), CPU, base, memory=2**40)  # the crop fits one window anyway
-    assert settings.whole_volume
+    settings, _ = plan_passes(card, (14, 16, 9), CPU, base, memory=2**40)  # padded up to the window, as in training
+    assert settings == base
     settings, _ = plan_passes(card, (90, 108, 90), CPU, base, mode="whole", memory=2**40)
     assert settings.whole_volume
 

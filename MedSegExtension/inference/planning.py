@@ -14,7 +14,7 @@ Instance norm normalizes each feature map by its own mean and variance, which ch
 field of view: on Colin27 the bundled instance-norm model loses 0.10 mean Dice against AAL in
 one whole-head pass (brain voxels agree on 57 %), and even windows at overlap 0.25 instead of 0.5
 lose 0.05. So for instance-normalized networks ``auto`` keeps the card's window and overlap
-(one pass only when the crop is no larger than the window) and ``whole`` is an explicit choice.
+(a crop smaller than the window is padded up to it, as in training) and ``whole`` is an explicit choice.
 
 Available memory: on the CPU, ``MemAvailable`` from ``/proc/meminfo`` (else the physical
 memory), on CUDA the free memory ``torch.cuda.mem_get_info`` reports.
@@ -91,8 +91,9 @@ def plan_passes(
     budget = MEMORY_SHARE * (available_memory(device) if memory is None else memory)
     padded = [math.ceil(s / divisor) * divisor for s in shape]
     whole_cost = activation_bytes(card, padded, variants, bytes_per_value)
-    fits_one_window = all(p <= w for p, w in zip(padded, base.window, strict=True))
-    if mode == "windows" or (mode == "auto" and card.network.norm == "instance" and not fits_one_window):
+    # An instance-norm network keeps its training field of view even for a crop smaller than one
+    # window: padded up to the window (one window pass), not to the size divisor.
+    if mode == "windows" or (mode == "auto" and card.network.norm == "instance"):
         why = " (instance norm: statistics depend on the field of view)" if mode == "auto" else ""
         return base, f"windows of {_fmt(base.window)} voxels, overlap {base.overlap:g}{why}"
     if mode == "whole" or whole_cost <= budget:
