@@ -134,6 +134,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         raise InputError(f"{prediction} and {reference}: give two label-map files or two folders, not one of each")
     if args.slices < 1:
         raise InputError(f"--slices {args.slices}: must be at least 1")
+    if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise InputError(f"--report {args.report}: is a file; --report takes a folder (the report is DIR/report.html)")
     if args.image and not Path(args.image).exists():
         raise InputError(f"{args.image}: no such file or folder")
     names, colors = load_label_names(args.labels) if args.labels else (None, None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import CancelToken
-from .common import check_output, make_display
+from .common import add_memory_argument, apply_memory_limit, check_output, make_display
 
 DEFAULT_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                   (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -50,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uncertainty", help="also write the uncertainty map")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+    add_memory_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -73,7 +74,7 @@ def load_annotation(args: argparse.Namespace, image):
     from ..sparse.annotations import from_mask, from_scribbles, from_slices, parse_slice_spec
 
     labels, info = read_labelmap(args.labels)
-    if args.slices:
+    if args.slices is not None:  # '' too: parse_slice_spec says "no slice given"
         return from_slices(image, labels, parse_slice_spec(args.slices, image), args.labels), info
     if args.mask:
         return from_mask(image, labels, read_image(args.mask), args.labels, args.mask), info
@@ -89,13 +90,15 @@ def load_annotation(args: argparse.Namespace, image):
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..io.segmentation_files import write_labelmap
-    from ..io.volumes import read_volume, write_image
+    from ..io.volumes import check_image_output, read_volume, write_image
     from ..models.registry import ModelRegistry, check_model_name
     from ..sparse.finetune import FineTuneSettings, fine_tune, save_finetuned
 
     check_model_name(args.name)
     for path in (args.output, args.uncertainty):
         check_output(path, args.overwrite)
+    check_image_output(args.uncertainty, "--uncertainty")
+    apply_memory_limit(args)
     image = read_volume(args.input)
     annotation, info = load_annotation(args, image)
     base_name = None if args.from_scratch else (args.model or ModelRegistry().default_name())

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import compound_suffix
-from ..io.volumes import check_volume, read_image, squeeze_to_3d, write_image
+from ..io.volumes import check_image_output, check_volume, read_image, squeeze_to_3d, write_image
 from ..progress import CancelToken
-from .common import add_inference_arguments, check_output, inference_options, make_display
+from .common import add_inference_arguments, apply_memory_limit, check_output, inference_options, make_display
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
@@ -75,6 +75,9 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     if compound_suffix(Path(args.output)) not in OUTPUT_SUFFIXES:
         raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
+    check_image_output(args.probabilities, "--probabilities")
+    check_image_output(args.uncertainty, "--uncertainty")
+    apply_memory_limit(args)
     for path in (args.output, args.probabilities, args.uncertainty):
         check_output(path, args.overwrite)
     options = inference_options(args, probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty))
