@@ -249,3 +249,16 @@ def test_nonlinear_transform_message_does_not_hint_at_an_option_that_does_not_ex
     with pytest.raises(InputError) as caught:
         frame_grid(sitk.ReadImage(str(volume)), bspline)
     assert "reference grid" not in str(caught.value) and "linear" in str(caught.value)
+
+
+def test_quiet_sections_nest_and_give_stderr_back(capfd):
+    import os
+
+    from MedSegExtension.io.quiet import quiet_itk
+
+    with quiet_itk():
+        with quiet_itk():
+            os.write(2, b"hidden\n")
+        os.write(2, b"hidden too\n")
+    os.write(2, b"visible\n")
+    assert capfd.readouterr().err == "visible\n"

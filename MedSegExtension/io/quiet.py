@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 
 import SimpleITK as sitk
@@ -22,26 +23,51 @@ _DUMP = re.compile(r"\(\s*-?[\d.eE+-]+(\s+-?[\d.eE+-]+)+\s*\)|\(0x[0-9a-fA-F]+\)
 _MATRIX_ROW = re.compile(r"^[-\d.eE+\s]+$")
 
 
+_lock = threading.Lock()
+_depth = 0  # nested or concurrent quiet sections share one redirect; the last one out restores
+_saved: dict[str, object] = {}
+
+
+def _enter() -> None:
+    global _depth
+    with _lock:
+        _depth += 1
+        if _depth > 1:
+            return
+        _saved["warnings"] = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            _saved["fd"] = saved
+        except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded): warnings off is all
+            _saved["fd"] = None
+
+
+def _exit() -> None:
+    global _depth
+    with _lock:
+        _depth -= 1
+        if _depth > 0:
+            return
+        saved = _saved.pop("fd", None)
+        if isinstance(saved, int):
+            os.dup2(saved, 2)
+            os.close(saved)
+        sitk.ProcessObject.SetGlobalWarningDisplay(bool(_saved.pop("warnings", True)))
+
+
 @contextlib.contextmanager
 def quiet_itk() -> Iterator[None]:
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    saved = None
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded): warnings off is all we can do
-        saved = None
+    """Silence ITK warnings and the C-level stderr for the duration (thread-safe, nestable)."""
+    _enter()
     try:
         yield
     finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+        _exit()
 
 
 def first_line(exc: Exception) -> str:
