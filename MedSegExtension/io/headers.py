@@ -9,7 +9,8 @@ volume then lands elsewhere); NaN in NIfTI float data is read without a word. So
   more than deflate's maximum ratio;
 * complex voxels are refused (no model segments them);
 * the direction must be orthonormal within :data:`SHEAR_TOLERANCE`;
-* NIfTI float data is scanned for NaN/Inf in bounded chunks.
+* NIfTI voxel bytes are counted (ITK zero-fills a short file) and float data is scanned for
+  NaN/Inf, in one pass of bounded chunks.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def check_header(path: Path, reader: sitk.ImageFileReader) -> None:
                 "truncated or implausible"
             )
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti(path)
+        _check_nifti(path, expected)
     elif len(size) >= 3:
         dimension = min(3, len(size))
         direction = np.array(reader.GetDirection(), dtype=float).reshape(len(size), len(size))[:dimension, :dimension]
@@ -161,43 +162,42 @@ def _nifti_fields(header: bytes) -> dict | None:
     return None
 
 
-def nifti_data_offset(header: bytes) -> int | None:
-    """Byte offset where a single-file NIfTI's voxel data starts, or None if not NIfTI-1/2."""
-    fields = _nifti_fields(header)
-    return None if fields is None else fields["offset"]
-
-
 def _open(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
 
 
-def _check_nifti(path: Path) -> None:
-    """Shear in the sform (ITK would square it) and NaN/Inf in float data (ITK reads them silently)."""
+def _check_nifti(path: Path, expected: int) -> None:
+    """Completeness (ITK zero-fills a short file), shear in the sform (ITK squares it) and NaN/Inf
+    in float data (ITK reads them silently): one pass over the voxel bytes."""
     try:
         with _open(path) as stream:
-            header = stream.read(544)
-            fields = _nifti_fields(header)
+            fields = _nifti_fields(stream.read(544))
             if fields is None:
                 return
             if fields["sform_code"] > 0:
                 refuse_shear(str(path), shear_of(fields["srow"][:, :3]))
-            dtype = _NIFTI_FLOATS.get(fields["datatype"])
-            if dtype is None:
-                return
             stream.seek(fields["offset"])
-            _refuse_non_finite(path, stream, np.dtype(fields["order"] + dtype))
+            dtype = _NIFTI_FLOATS.get(fields["datatype"])
+            available, bad = _scan(stream, None if dtype is None else np.dtype(fields["order"] + dtype))
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: file is truncated or corrupt ({exc})") from None
+    if available < expected:
+        raise InputError(f"{path}: file is truncated ({available} of {expected} bytes of voxel data)")
+    if bad:
+        raise InputError(f"{path}: {bad} voxels are NaN or infinite")
 
 
-def _refuse_non_finite(path: Path, stream, dtype: np.dtype) -> None:
-    bad = 0
+def _scan(stream, dtype: np.dtype | None) -> tuple[int, int]:
+    """(bytes read, values that are not finite) from the stream's position to its end."""
+    available = bad = 0
     tail = b""
     for block in iter(lambda: stream.read(_CHUNK), b""):
+        available += len(block)
+        if dtype is None:
+            continue
         block = tail + block
         usable = len(block) - len(block) % dtype.itemsize
         tail = block[usable:]
         values = np.frombuffer(block[:usable], dtype=dtype)
         bad += int(values.size - np.count_nonzero(np.isfinite(values)))
-    if bad:
-        raise InputError(f"{path}: {bad} voxels are NaN or infinite")
+    return available, bad

@@ -6,9 +6,7 @@ series folders (the largest series unless a SeriesInstanceUID is given).
 
 from __future__ import annotations
 
-import gzip
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from .atomic import atomic_output, compound_suffix
 from .dicom import DicomSeries as DicomSeries  # re-exported: callers list series through this module
 from .dicom import list_dicom_series as list_dicom_series
 from .dicom import read_dicom
-from .headers import check_header, nifti_data_offset
+from .headers import check_header
 from .quiet import first_line, quiet_itk
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
@@ -35,29 +33,6 @@ def _first_line(exc: Exception) -> str:  # kept for callers outside io
     return first_line(exc)
 
 
-def _check_nifti_complete(path: Path, reader: sitk.ImageFileReader) -> None:
-    """ITK's NIfTI reader zero-fills a truncated file without a word; check the byte count first."""
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    pixel_bytes = np.dtype(sitk.GetArrayViewFromImage(sitk.Image(1, 1, reader.GetPixelID())).dtype).itemsize
-    expected = int(np.prod(reader.GetSize())) * pixel_bytes * reader.GetNumberOfComponents()
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(544)
-                available = len(header) + sum(len(block) for block in iter(lambda: stream.read(1 << 22), b""))
-        else:
-            with open(path, "rb") as stream:
-                header = stream.read(544)
-            available = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: file is truncated or corrupt ({exc})") from None
-    offset = nifti_data_offset(header)
-    if offset is not None and available < offset + expected:
-        raise InputError(f"{path}: file is truncated ({available - offset} of {expected} bytes of voxel data)")
-
-
 def _read_file(path: Path) -> sitk.Image:
     """Header first (sizes, shear, completeness, NaN), then the voxels."""
     reader = sitk.ImageFileReader()
@@ -65,7 +40,6 @@ def _read_file(path: Path) -> sitk.Image:
     with quiet_itk():
         reader.ReadImageInformation()
     check_header(path, reader)
-    _check_nifti_complete(path, reader)
     with quiet_itk():
         return reader.Execute()
 
