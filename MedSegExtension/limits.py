@@ -100,11 +100,16 @@ def check_working_grid(
     source: str,
     *,
     minimum: Sequence[int] | None = None,
+    window: Sequence[int] | None = None,
     what: str = "the working grid",
 ) -> None:
-    """Refuse a working grid too large for memory, or smaller than ``minimum`` voxels in an axis."""
+    """Refuse a working grid too large for memory, or smaller than ``minimum`` voxels in an axis.
+
+    The sliding window pads the grid up to ``window``, so a card's huge window counts too.
+    """
+    padded = size if window is None else tuple(max(int(n), int(w)) for n, w in zip(size, window, strict=True))
     floats = channels * _FLOATS_PER_CHANNEL + classes * _FLOATS_PER_CLASS
-    check_memory(voxel_count(size) * 4.0 * floats, f"{what} of {describe_size(size)} voxels", source)
+    check_memory(voxel_count(padded) * 4.0 * floats, f"{what} of {describe_size(padded)} voxels", source)
     if minimum is not None and any(n < m for n, m in zip(size, minimum, strict=True)):
         raise InputError(
             f"{source}: {what} is only {describe_size(size)} voxels, below the minimum "

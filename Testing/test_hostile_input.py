@@ -262,3 +262,14 @@ def test_quiet_sections_nest_and_give_stderr_back(capfd):
         os.write(2, b"hidden too\n")
     os.write(2, b"visible\n")
     assert capfd.readouterr().err == "visible\n"
+
+
+def test_a_cards_huge_window_is_refused_before_allocating(registry_env, volume, tmp_path, capfd):
+    import json
+
+    card_file = registry_env / "model.json"
+    card = json.loads(card_file.read_text())
+    card["window_size"] = [2000, 2000, 2000]
+    card_file.write_text(json.dumps(card))
+    line = refused(capfd, "predict", volume, "-o", tmp_path / "o.nii.gz")
+    assert "2000×2000×2000 voxels would need" in line and "above the limit" in line

@@ -33,7 +33,8 @@ def _as_list(images: sitk.Image | Sequence[sitk.Image]) -> list[sitk.Image]:
 
 
 def check_model_grid(image: sitk.Image, card: ModelCard) -> None:
-    """Refuse before resampling when the card's spacing makes a grid too large (memory) or too small."""
+    """Refuse before resampling when the card's spacing (or window) makes a grid too large for memory,
+    or its spacing makes one too small to segment."""
     direction = np.abs(np.array(image.GetDirection()).reshape(3, 3))
     target_axis = [int(np.argmax(direction[:, axis])) for axis in range(3)]  # LPS axis each voxel axis follows
     order = np.argsort(target_axis)  # voxel axes in the canonical (LPS-sorted) order the card's spacing uses
@@ -41,7 +42,7 @@ def check_model_grid(image: sitk.Image, card: ModelCard) -> None:
     spacing = [image.GetSpacing()[a] for a in order]
     grid = resampled_size(size, spacing, card.target_spacing)
     check_working_grid(grid, card.input_channels, card.num_classes, f"model {card.name!r}",
-                       minimum=(MIN_WORKING_VOXELS,) * 3,
+                       minimum=(MIN_WORKING_VOXELS,) * 3, window=card.window_size,
                        what=f"the input at the model's {'×'.join(f'{s:g}' for s in card.target_spacing)} mm spacing")
 
 
