@@ -91,15 +91,16 @@ def with_spacing(folder: Path, spacing: tuple[float, float, float], name: str = 
 
 
 def dicom_series(folder: Path, uid: str = "1.2.826.0.1.3680043.2.1125.1", description: str = "axial",
-                 slices: int = 8, spacing: float = 2.5) -> Path:
-    """A CT series of ``slices`` 16×16 files written with SimpleITK, one file per slice."""
+                 slices: int = 8, spacing: float = 2.5, tilt: float = 0.0) -> Path:
+    """A CT series of ``slices`` 16×16 files written with SimpleITK, one file per slice; ``tilt``
+    moves each slice sideways by that fraction of the slice step (a gantry-tilted acquisition)."""
     folder.mkdir(parents=True, exist_ok=True)
     array = (np.random.default_rng(3).random((slices, 16, 16)) * 1000).astype(np.int16)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for index in range(slices):
         image = sitk.GetImageFromArray(array[index])
-        tags = {"0020|000e": uid, "0008|103e": description, "0020|0032": f"0\\0\\{index * spacing:g}",
+        tags = {"0020|000e": uid, "0008|103e": description, "0020|0032": f"0\\{index * spacing * tilt:g}\\{index * spacing:g}",
                 "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(index + 1), "0008|0060": "CT",
                 "0008|0018": f"{uid}.{index + 1}"}
         for key, value in tags.items():

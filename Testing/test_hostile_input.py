@@ -153,6 +153,11 @@ def test_dicom_series_with_a_corrupt_slice_names_the_file(registry_env, tmp_path
     assert str(series / "004.dcm") in line and "unreadable" in line
 
 
+def test_gantry_tilted_dicom_series_is_refused_as_shear(registry_env, tmp_path, capfd):
+    line = refused(capfd, "predict", hostile.dicom_series(tmp_path / "tilt", tilt=0.2), "-o", tmp_path / "o.nii.gz")
+    assert "DICOM series 1.2.826.0.1.3680043.2.1125.1: the voxel axes are not perpendicular (shear 0.2" in line
+
+
 def test_complete_dicom_series_reads_with_its_spacing(tmp_path):
     image = read_image(hostile.dicom_series(tmp_path / "ok"))
     assert image.GetSize() == (16, 16, 8) and np.allclose(image.GetSpacing(), (1, 1, 2.5))
