@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="volume file or DICOM folder; give one per input channel for multi-channel models")
     parser.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd, .seg.nrrd)")
-    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series)")
+    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series; with two of equal size, required)")
     parser.add_argument("--transform", help="ITK transform file: segment and write in the frame it defines "
                         "(e.g. the rotated frame a physician labelled in with ITK-SNAP)")
     parser.add_argument("--invert", action="store_true", help="use the inverse of --transform")
