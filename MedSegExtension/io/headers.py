@@ -138,26 +138,25 @@ def _meta_data(path: Path) -> tuple[int, bool] | None:
     return _data_file_size(path, target), compressed
 
 
+# NIfTI-1 (header of 348 bytes) and NIfTI-2 (540): field -> (byte offset, struct format)
+_NIFTI_LAYOUTS = {
+    348: {"datatype": (70, "h"), "dims": (40, "8h"), "offset": (108, "f"), "sform_code": (254, "h"), "srow": (280, "12f")},
+    540: {"datatype": (12, "h"), "dims": (16, "8q"), "offset": (168, "q"), "sform_code": (348, "i"), "srow": (400, "12d")},
+}
+
+
 def _nifti_fields(header: bytes) -> dict | None:
     """The header fields the checks need, from a NIfTI-1 or NIfTI-2 header (either byte order)."""
     for order in "<>":
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
+        for size, layout in _NIFTI_LAYOUTS.items():
+            if len(header) < size or struct.unpack(order + "i", header[:4])[0] != size:
+                continue
+            values = {name: struct.unpack_from(order + fmt, header, at) for name, (at, fmt) in layout.items()}
+            dims = values["dims"]
             return {
-                "order": order, "datatype": struct.unpack(order + "h", header[70:72])[0],
-                "dims": dims[1 : 1 + max(0, min(dims[0], 7))],
-                "offset": int(struct.unpack(order + "f", header[108:112])[0]),
-                "sform_code": struct.unpack(order + "h", header[254:256])[0],
-                "srow": np.array(struct.unpack(order + "12f", header[280:328]), dtype=float).reshape(3, 4),
-            }
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            dims = struct.unpack(order + "8q", header[16:80])
-            return {
-                "order": order, "datatype": struct.unpack(order + "h", header[12:14])[0],
-                "dims": dims[1 : 1 + max(0, min(dims[0], 7))],
-                "offset": int(struct.unpack(order + "q", header[168:176])[0]),
-                "sform_code": struct.unpack(order + "i", header[348:352])[0],
-                "srow": np.array(struct.unpack(order + "12d", header[400:496]), dtype=float).reshape(3, 4),
+                "order": order, "datatype": values["datatype"][0], "dims": dims[1 : 1 + max(0, min(dims[0], 7))],
+                "offset": int(values["offset"][0]), "sform_code": values["sform_code"][0],
+                "srow": np.array(values["srow"], dtype=float).reshape(3, 4),
             }
     return None
 
