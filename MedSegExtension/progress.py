@@ -7,8 +7,10 @@ work (one sliding window, one training step) so a cancel takes effect within one
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .errors import CancelledError
 
@@ -35,6 +37,53 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise CancelledError()
+
+
+CANCEL_SIGNALS = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Ctrl-Break on Windows
+
+
+class SignalCancel:
+    """What :func:`cancel_on_signals` saw: the first cancel signal's number, if any."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, the shell's convention (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def cancel_on_signals(token: CancelToken, seen: SignalCancel | None = None) -> Iterator[SignalCancel]:
+    """Make SIGINT, SIGTERM (and SIGBREAK) a cancel of ``token`` while the block runs.
+
+    The first signal only sets the token: the work stops at its next check and writes nothing.
+    A second one raises :class:`CancelledError` at once, so ``finally`` blocks still remove
+    temporary files. Outside the main thread (embedded use) no handler is installed.
+    """
+    seen = seen or SignalCancel()
+
+    def handler(signum: int, frame: object) -> None:  # noqa: ARG001 - the signal module's signature
+        if seen.signum is not None:
+            raise CancelledError(f"stopped by a second {signal.Signals(signum).name}")
+        seen.signum = signum
+        token.cancel()
+
+    previous = {}
+    for name in CANCEL_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            previous[number] = signal.signal(number, handler)
+        except (ValueError, OSError):  # not the main thread, or not settable here
+            break
+    try:
+        yield seen
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 class ScaledProgress:

@@ -48,8 +48,12 @@ def test_top_level_lists_describe_the_extension():
         assert cmake_set(TOP, variable)[0].startswith("https://")
     assert len(" ".join(cmake_set(TOP, "EXTENSION_DESCRIPTION"))) > 40
     assert cmake_set(TOP, "EXTENSION_CONTRIBUTORS")
-    icon = cmake_set(TOP, "EXTENSION_ICONURL")[0].split("/main/", 1)[1]
-    assert (REPO / icon).is_file(), f"{icon}: icon named in EXTENSION_ICONURL is missing"
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in cmake_set(TOP, variable):
+            path = url.split("/main/", 1)[1]
+            assert (REPO / path).is_file(), f"{path}: file named in {variable} is missing"
+    # SlicerPyTorch first, as TotalSegmentator and MONAIAuto3DSeg declare it: CUDA torch on Windows
+    assert cmake_set(TOP, "EXTENSION_DEPENDS") == ["PyTorch"]
     code = cmake_code(TOP)
     order = [code.index(s) for s in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                                       "add_subdirectory(MedSegModule)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",

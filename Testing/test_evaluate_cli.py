@@ -182,3 +182,46 @@ def test_bad_input_gives_one_line_errors(case: dict[str, Path], tmp_path: Path, 
         err = capsys.readouterr().err.strip()
         assert code == 2, message
         assert len(err.splitlines()) == 1 and err.startswith("medseg: error: ") and message in err
+
+
+def test_an_intensity_volume_is_refused_as_a_label_map(case: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The MRI given instead of its segmentation (stored as integers, so whole-number values)."""
+    phantom = make_phantom()
+    mri = np.clip(np.round(sitk.GetArrayFromImage(phantom) / 2 + 20), 0, 255).astype(np.uint8)
+    assert 32 < len(np.unique(mri)) < 255  # what slipped through: a few dozen "classes", all whole numbers
+    mri_path = write(mri, tmp_path / "t1.nii.gz", phantom)
+    for paths, named in (([mri_path, case["ref"]], mri_path), ([case["pred"], mri_path], mri_path)):
+        code = main(["evaluate", *map(str, paths), "--json", str(tmp_path / "m.json"), "--progress", "none"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1
+        assert err.startswith(f"medseg: error: {named}: not a label map") and "intensity image" in err
+        assert not (tmp_path / "m.json").exists()
+
+    # A parcellation with many labels (125 blocks, as an atlas) is a label map: evaluated, not refused.
+    k, j, i = np.indices(mri.shape)
+    atlas = (1 + (k // 7) * 25 + (j // 8) * 5 + i // 8).astype(np.int16)
+    assert len(np.unique(atlas)) == 125
+    atlas_path = write(atlas, tmp_path / "atlas.nii.gz", phantom)
+    shifted_path = write(np.roll(atlas, 1, axis=2), tmp_path / "atlas_pred.nii.gz", phantom)
+    code = main(["evaluate", str(shifted_path), str(atlas_path), "--no-surface", "--json", str(tmp_path / "m.json"),
+                 "--progress", "none"])
+    assert code == 0, capsys.readouterr().err
+    classes = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))["classes"]
+    assert len(classes) == 126 and 0.5 < classes[60]["dice"] < 1.0  # background is a class too
+
+
+@pytest.mark.parametrize("name", ["aal.nii.gz", "AICHAmc.nii.gz", "JHU-WhiteMatter-labels-2mm.nii.gz",
+                                  "inia19-NeuroMaps.nii.gz", "ch2.nii.gz", "ch2bet.nii.gz", "ch2better.nii.gz"])
+def test_real_atlases_are_label_maps_and_colin27_mris_are_not(name: str) -> None:
+    """The label-map rule on real files (Debian mricron-data): every atlas passes, every MRI is refused."""
+    from MedSegExtension.metrics.label_maps import read_label_map
+
+    path = Path("/usr/share/mricron/templates") / name
+    if not path.is_file():
+        pytest.skip(f"{path} not installed (make data)")
+    if name.startswith("ch2"):
+        with pytest.raises(InputError, match=f"{name}: not a label map: .* this looks like an intensity image"):
+            read_label_map(path)
+    else:
+        assert read_label_map(path).image.GetNumberOfPixels() > 0

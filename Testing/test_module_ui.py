@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "MedSegModule"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedSegModule.ui"
 MODULE_FILE = MODULE_DIR / "MedSegModule.py"
-SECTION_FILES = [MODULE_DIR / "MedSegModuleLib" / f"{name}.py" for name in ("sections", "sparse_section", "evaluate_section")]
+SECTION_FILES = [MODULE_DIR / "MedSegModuleLib" / f"{name}.py" for name in ("sections", "model_section", "sparse_section", "evaluate_section")]
 sys.path.insert(0, str(MODULE_DIR))
 
 from MedSegModuleLib.parameters import DeviceChoice, MedSegParameters, Quality  # noqa: E402
@@ -139,6 +139,8 @@ def test_module_file_follows_the_scripted_module_template_and_stays_thin():
     library = "\n".join(p.read_text(encoding="utf-8") for p in (MODULE_DIR / "MedSegModuleLib").glob("*.py"))
     assert "setSourceVolumeNode" in library
     assert "setMasterVolumeNode(" not in library + code  # the removed old name
+    assert "SetReferenceActive" not in library and "SetActiveTableID(" in library  # deprecated names
+    assert "import slicer.packaging" in library  # slicer.packaging is no attribute until imported (5.12)
 
 
 def test_self_test_checks_assert_outcomes():
@@ -152,5 +154,29 @@ def test_self_test_checks_assert_outcomes():
         source = ast.unparse(check)
         assert source.count("tc.assert") + source.count("assert_allclose") + source.count("_expect_error") >= 3, check.name
     module_code = MODULE_FILE.read_text(encoding="utf-8")
+    assert "self_test.selected_checks(" in module_code
+    selector = ast.unparse(next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "selected_checks"))
     for check in checks:
-        assert f"self_test.{check.name}" in module_code
+        assert f"({check.name}," in selector, f"{check.name} is never run by MedSegModuleTest"
+
+
+def test_spin_box_ranges_agree_with_the_parameter_node(panel):
+    """The GUI connectors set a spin box's range from the field's ``WithinRange`` (a plain float or
+    int would make it -inf..inf or +-2**31); the .ui shows the same bounds, and 0 s as "automatic"."""
+    hints = typing.get_type_hints(MedSegParameters, include_extras=True)
+    bound = bound_widgets(panel)
+    checked = 0
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        base, *extras = typing.get_args(hint)
+        (limits,) = [e for e in extras if type(e).__name__ == "WithinRange"]
+        widget = bound[name]
+        assert (widget.minimum(), widget.maximum()) == (limits.minimum, limits.maximum), name
+        assert limits.minimum <= getattr(MedSegParameters, name) <= limits.maximum, name
+        assert isinstance(limits.minimum, base) and isinstance(limits.maximum, base), name
+        checked += 1
+    assert checked == 2
+    budget = bound["sparseTimeBudget"]
+    assert budget.specialValueText() == "automatic" and budget.minimum() == 0.0 == MedSegParameters.sparseTimeBudget
+    assert bound["sparseMaxSteps"].specialValueText() == ""

@@ -83,7 +83,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys):
     watcher.join()
     err = capsys.readouterr().err
     assert "training cancelled at step" in err and "--resume" in err
-    step = torch.load(last, weights_only=False)["step"]
+    step = torch.load(last, weights_only=True)["step"]
     assert step >= 2 and not (tmp_path / "out" / "cli-toy" / "model.json").exists()
     assert main(["train", str(config), "--resume", "--steps", str(step + 1), "--progress", "none"]) == 0
     assert ModelCard.load(tmp_path / "out" / "cli-toy").training["steps"] == step + 1
@@ -101,3 +101,41 @@ def test_bad_data_is_reported_one_line_per_problem(tmp_path, capsys):
     assert lines[0].startswith("medseg: error: ") and "missing.nii.gz: no such file" in lines[0]
     assert lines[1].startswith(bad["label"]) and "label values 9" in lines[1]
     assert not (tmp_path / "out").exists()
+
+
+class _WritesMarker:
+    """A pickle that, when loaded without ``weights_only``, writes a marker file (a stand-in for any code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_resume_refuses_a_planted_pickle_and_resumes_a_real_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path, val_every=50000)
+    last = tmp_path / "out" / "cli-toy" / "checkpoints" / "last.pt"
+    assert main(["train", str(config), "--steps", "2", "--progress", "none"]) == 0
+    assert torch.load(last, weights_only=True)["step"] == 2  # what MedSeg saves loads without pickled code
+    real = last.read_bytes()
+    capsys.readouterr()
+
+    marker = tmp_path / "marker.txt"
+    torch.save({"format": 2, "step": 2, "model": _WritesMarker(marker)}, last)
+    planted = tmp_path / "planted-copy.pt"
+    planted.write_bytes(last.read_bytes())
+    torch.load(planted, weights_only=False)  # the fixture is really hostile: loading it unsafely runs its code
+    assert marker.read_text() == "code ran"
+    marker.unlink()
+
+    assert main(["train", str(config), "--resume", "--steps", "3", "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(last) in err and "refused to load" in err and "Traceback" not in err
+    assert not marker.exists()
+
+    last.write_bytes(real)
+    assert main(["train", str(config), "--resume", "--steps", "3", "--progress", "json"]) == 0
+    assert f"resuming from step 2 ({last})" in capsys.readouterr().err
+    card = ModelCard.load(tmp_path / "out" / "cli-toy")
+    assert card.training["steps"] == 3 and torch.load(last, weights_only=True)["step"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from MedSegExtension.progress import CancelToken
 from MedSegExtension.training.augmentation import AugmentationConfig, Augmenter, flip_left_right, lr_axis
 from MedSegExtension.training.config import config_from_dict, load_config
 from MedSegExtension.training.dataset import PatchBatches, TrainingCase, iterate_batches, prepare_cases
-from MedSegExtension.training.distributed import launch_local
+from MedSegExtension.training.launch import launch_local
 from MedSegExtension.training.sampling import PatchSampler, class_locations, crop
 from MedSegExtension.training.trainer import train
 
@@ -291,15 +292,15 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     token = CancelToken()
     with pytest.raises(CancelledError, match="cancelled at step 3"):
         train(interrupted, cancel=token, on_step=lambda step, loss: token.cancel() if step == 3 else None)
-    checkpoint = torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["step"] == 3 and not (tmp_path / "interrupted" / "model.json").exists()
     with pytest.raises(InputError, match="pass --resume"):
         train(interrupted)
     card = train(interrupted, resume=True)
     assert card.training["steps"] == 6
 
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["best_score"] == b["best_score"] and a["best_step"] == b["best_step"]
@@ -312,7 +313,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     # A run with another seed really differs (the comparison above is not vacuous).
     other = dict(config, output=str(tmp_path / "other"), training={**config["training"], "seed": 2, "steps": 3})
     train(other)
-    c = torch.load(tmp_path / "other" / "checkpoints" / "last.pt", weights_only=False)
+    c = torch.load(tmp_path / "other" / "checkpoints" / "last.pt", weights_only=True)
     assert not torch.equal(c["model"]["head.conv.conv.weight"], checkpoint["model"]["head.conv.conv.weight"])
 
 
@@ -372,3 +373,36 @@ def test_ddp_two_processes_on_cpu(tmp_path, monkeypatch):
     assert card["training"]["processes"] == 2 and card["training"]["steps"] == 2
     folder = Path(config["output"])
     assert Path(card["folder"]) == folder and ModelCard.load(folder).sha256 == card["sha256"]
+
+
+def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
+    from MedSegExtension.training.checkpoints import read_checkpoint, write_checkpoint
+    from MedSegExtension.training.rng import rng_states, set_rng_states
+
+    np.random.seed(7)
+    random.seed(7)
+    torch.manual_seed(7)
+    np.random.normal()  # numpy caches a second Gaussian: that state must survive too
+    path = write_checkpoint(tmp_path / "last.pt", {"rng": rng_states(torch.device("cpu"))})
+    expected = (np.random.normal(), np.random.randint(1 << 30), random.random(), torch.rand(3))
+    set_rng_states(read_checkpoint(path)["rng"], torch.device("cpu"))
+    drawn = (np.random.normal(), np.random.randint(1 << 30), random.random(), torch.rand(3))
+    assert expected[:3] == drawn[:3] and torch.equal(expected[3], drawn[3])
+
+
+def test_damaged_or_old_checkpoints_are_one_line_errors(tmp_path):
+    from MedSegExtension.training.checkpoints import write_checkpoint
+    from MedSegExtension.training.loop import LoopOptions, TrainingLoop
+
+    loop = TrainingLoop(torch.nn.Linear(2, 2), lambda *a: torch.zeros(()), lambda start: iter(()), LoopOptions(steps=1))
+    incomplete = write_checkpoint(tmp_path / "incomplete.pt", {"step": 1, "model": loop.module.state_dict()})
+    with pytest.raises(InputError, match=r"incomplete\.pt: incomplete or damaged checkpoint \(KeyError"):
+        loop.resume(incomplete)
+    old = tmp_path / "old.pt"
+    torch.save({"format": 1, "step": 1}, old)
+    with pytest.raises(InputError, match=r"old\.pt: not a MedSeg training checkpoint of format 2 \(format 1"):
+        loop.resume(old)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(incomplete.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"truncated\.pt: cannot read checkpoint \(\w+: [^\n]*$"):
+        loop.resume(truncated)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
@@ -62,6 +65,55 @@ def check_output(path: str | Path | None, overwrite: bool) -> None:
         raise InputError(f"{path}: output exists; choose another name or pass --overwrite")
     if path.exists() and path.is_dir():
         raise InputError(f"{path}: output is a folder, not a file name")
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Refuse, before the work, an output folder where no file can be created.
+
+    A missing folder is created when the output is written; then its nearest existing
+    ancestor must be a writable folder (not a file).
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{folder}: cannot create the output folder ({existing} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".medseg-write-test-", dir=existing)
+    except OSError as exc:
+        raise InputError(f"{existing}: cannot write in the output folder ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """One file under two names: equal resolved paths, or the same inode (hard links)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist
+        return False
+
+
+def check_outputs(outputs: Iterable[tuple[str, str | Path | None]], inputs: Iterable[tuple[str, str | Path | None]],
+                  overwrite: bool) -> None:
+    """Before any work: each output is new (or ``--overwrite``), has its own file, is never an input
+    (not even with ``--overwrite``), and its folder exists and is writable. Pairs are (option, path)."""
+    given = [(option, Path(path)) for option, path in outputs if path]
+    sources = [(option, Path(path)) for option, path in inputs if path]
+    for index, (option, path) in enumerate(given):
+        for other_option, other in given[:index]:
+            if same_file(path, other):
+                raise InputError(f"{path}: given to both {other_option} and {option}; each output needs its own file")
+        for source_option, source in sources:
+            if same_file(path, source):
+                raise InputError(f"{path}: {option} would write over the input given to {source_option}; "
+                                 f"MedSeg never replaces an input, even with --overwrite")
+        check_output(path, overwrite)
+        check_writable_folder(path.parent)
 
 
 def make_display(args: argparse.Namespace) -> ProgressDisplay:

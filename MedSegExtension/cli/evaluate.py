@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write the results as CSV")
     parser.add_argument("--report", metavar="DIR", help="write a self-contained HTML report DIR/report.html")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files and report")
     parser.add_argument("--slices", type=int, default=3, metavar="N", help="report slices per axis (default 3)")
     parser.add_argument("--no-surface", action="store_true", help="skip HD95/HD/ASSD (faster)")
     parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto", help="progress display")
@@ -123,7 +124,7 @@ def _from_text(text: str, path: Path) -> tuple[dict[int, str], dict[int, tuple[i
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
-    from ..metrics import evaluation
+    from ..metrics import batch, evaluation
     from .progress_display import ProgressDisplay
 
     prediction, reference = Path(args.prediction), Path(args.reference)
@@ -134,16 +135,15 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         raise InputError(f"{prediction} and {reference}: give two label-map files or two folders, not one of each")
     if args.slices < 1:
         raise InputError(f"--slices {args.slices}: must be at least 1")
-    if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
-        raise InputError(f"--report {args.report}: is a file; --report takes a folder (the report is DIR/report.html)")
     if args.image and not Path(args.image).exists():
         raise InputError(f"{args.image}: no such file or folder")
+    check_evaluate_outputs(args)
     names, colors = load_label_names(args.labels) if args.labels else (None, None)
     display = ProgressDisplay(args.progress)
     surface = not args.no_surface
     try:
         if prediction.is_dir():
-            outputs: evaluation.BatchResult | evaluation.EvaluationResult = evaluation.evaluate_folders(
+            outputs: batch.BatchResult | evaluation.EvaluationResult = batch.evaluate_folders(
                 prediction, reference, names, colors=colors, surface=surface, progress=display, cancel=cancel
             )
         else:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     if args.report:
         from ..metrics import report
 
-        if isinstance(outputs, evaluation.BatchResult):
+        if isinstance(outputs, batch.BatchResult):
             path = report.write_batch_report(
                 args.report, outputs, label_names=names, images=_batch_images(args.image, outputs), per_axis=args.slices
             )
@@ -176,11 +176,31 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     return 0
 
 
+def check_evaluate_outputs(args: argparse.Namespace) -> None:
+    """Before any work: --json/--csv/--report replace nothing without --overwrite and are no input."""
+    from .common import check_outputs, check_writable_folder, same_file
+
+    inputs = [("PRED", args.prediction), ("REF", args.reference), ("--image", args.image), ("--labels", args.labels)]
+    check_outputs([("--json", args.json), ("--csv", args.csv)], inputs, args.overwrite)
+    if not args.report:
+        return
+    folder = Path(args.report)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: --report needs a folder (it writes report.html and images there), not a file")
+    page = folder / "report.html"
+    for option, path in inputs:
+        if path and same_file(page, path):
+            raise InputError(f"{page}: --report would write over the input given to {option}; choose another folder")
+    if page.exists() and not args.overwrite:
+        raise InputError(f"{page}: output exists; choose another folder or pass --overwrite")
+    check_writable_folder(folder if folder.is_dir() else folder.parent)
+
+
 def _batch_images(spec: str | None, batch: object) -> dict[str, Path] | None:
     """Images of a batch, matched by case name (``case`` or nnU-Net's ``case_0000``)."""
     if not spec:
         return None
-    from ..metrics.evaluation import volume_files
+    from ..metrics.batch import volume_files
 
     folder = Path(spec)
     if not folder.is_dir():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import CancelToken
-from .common import add_memory_argument, apply_memory_limit, check_output, make_display
+from .common import add_memory_argument, apply_memory_limit, check_outputs, make_display
 
 DEFAULT_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                   (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -88,15 +88,26 @@ def load_annotation(args: argparse.Namespace, image):
     return from_scribbles(image, labels, background, args.labels), info
 
 
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be refused before the run: the new model's name, budgets, output paths."""
+    from ..models.registry import check_user_model_name
+
+    check_user_model_name(args.name)
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise InputError(f"--time-budget {args.time_budget:g}: must be a positive number of seconds")
+    if args.max_steps < 1:
+        raise InputError(f"--max-steps {args.max_steps}: must be at least 1")
+    check_outputs([("-o", args.output), ("--uncertainty", args.uncertainty)],
+                  [("INPUT", args.input), ("--labels", args.labels), ("--mask", args.mask)], args.overwrite)
+
+
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..io.segmentation_files import write_labelmap
     from ..io.volumes import check_image_output, read_volume, write_image
-    from ..models.registry import ModelRegistry, check_model_name
+    from ..models.registry import ModelRegistry
     from ..sparse.finetune import FineTuneSettings, fine_tune, save_finetuned
 
-    check_model_name(args.name)
-    for path in (args.output, args.uncertainty):
-        check_output(path, args.overwrite)
+    check_run_arguments(args)
     check_image_output(args.uncertainty, "--uncertainty")
     apply_memory_limit(args)
     image = read_volume(args.input)

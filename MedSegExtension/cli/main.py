@@ -1,21 +1,21 @@
 """Entry point of the ``medseg`` command.
 
 Exit codes: 0 success; 1 internal error (with a traceback); 2 bad usage or bad input, with one
-line naming the file and the problem (a traceback only with ``--debug``); 130 cancelled.
+line naming the file and the problem (a traceback only with ``--debug``); 128 + the signal when
+cancelled (130 for Ctrl-C/SIGINT, 143 for SIGTERM, which the Slicer module sends on Cancel).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import CancelledError, MedSegError
-from ..progress import CancelToken
+from ..progress import CancelToken, SignalCancel, cancel_on_signals
 
 # Each module defines ``add_parser(subparsers)`` and ``run(args, cancel) -> int``.
 SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate", "finetune", "suggest")
@@ -49,16 +49,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     cancel = CancelToken()
-    previous = signal.getsignal(signal.SIGINT)
+    signals = SignalCancel()
     try:
-        signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    except ValueError:  # not the main thread (embedded use): no signal handler
-        previous = None
+        with cancel_on_signals(cancel, signals):
+            return _run(args, cancel, signals)
+    except CancelledError as exc:  # a second signal while the first one's cancel was being reported
+        print(f"medseg: {exc}", file=sys.stderr)
+        return signals.exit_code
+
+
+def _run(args: argparse.Namespace, cancel: CancelToken, signals: SignalCancel) -> int:
     try:
         return int(args.run(args, cancel) or 0)
     except CancelledError as exc:
         print(f"medseg: {exc}", file=sys.stderr)
-        return 130
+        return signals.exit_code
     except MedSegError as exc:
         if args.debug:
             traceback.print_exc()
@@ -68,9 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print("medseg: internal error (please report it with the traceback above)", file=sys.stderr)
         return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..progress import CancelToken
 
@@ -19,6 +20,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     registry = ModelRegistry()
     rows = [("bundled", card) for card in registry.bundled_models()] + [("user", card) for card in registry.user_models()]
+    for problem in registry.broken.values():  # one unreadable card hides only itself
+        print(f"medseg: warning: skipped: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"source": source, "folder": str(card.folder), **card.to_dict()} for source, card in rows], indent=2))
         return 0

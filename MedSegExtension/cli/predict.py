@@ -9,7 +9,13 @@ from ..errors import InputError
 from ..io.atomic import compound_suffix
 from ..io.volumes import check_image_output, check_volume, read_image, squeeze_to_3d, write_image
 from ..progress import CancelToken
-from .common import add_inference_arguments, apply_memory_limit, check_output, inference_options, make_display
+from .common import (
+    add_inference_arguments,
+    apply_memory_limit,
+    check_outputs,
+    inference_options,
+    make_display,
+)
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
@@ -17,12 +23,22 @@ OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="segment a volume", description=__doc__,
-        epilog="OUTPUT ending in .seg.nrrd is a Slicer segmentation with named, coloured segments.",
+        epilog="OUTPUT ending in .seg.nrrd is a Slicer segmentation with named, coloured segments. "
+               "A cohort: 'medseg predict DIR -o OUTDIR' or 'medseg predict --list cases.txt -o OUTDIR' loads the "
+               "model once, names outputs after inputs, skips finished ones, and is sharded by RANK/WORLD_SIZE "
+               "(torchrun) or a SLURM array.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="volume file or DICOM folder; give one per input channel for multi-channel models")
-    parser.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd, .seg.nrrd)")
-    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series; with two of equal size, required)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="volume file or DICOM folder; give one per input channel for multi-channel models; "
+                             "or a folder of cases")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output label map (.nii.gz, .nrrd, .seg.nrrd), or a folder for a cohort")
+    parser.add_argument("--list", help="cohort: a text file with one case a line (channels separated by tabs)")
+    parser.add_argument("--output-suffix", default=".nii.gz", choices=OUTPUT_SUFFIXES,
+                        help="cohort: format of the outputs (default .nii.gz)")
+    parser.add_argument("--sliding-window", action="store_true",
+                        help="always use the card's windows, never one pass over the whole volume")
+    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series; required with two of equal size)")
     parser.add_argument("--transform", help="ITK transform file: segment and write in the frame it defines "
                         "(e.g. the rotated frame a physician labelled in with ITK-SNAP)")
     parser.add_argument("--invert", action="store_true", help="use the inverse of --transform")
@@ -72,15 +88,23 @@ def write_result(result, card, output: str, probabilities: str | None, uncertain
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..inference.pipeline import Segmenter
     from ..models.registry import ModelRegistry
+    from .predict_cohort import is_cohort, run_cohort_command
 
+    apply_memory_limit(args)
+    if is_cohort(args, OUTPUT_SUFFIXES):
+        options = inference_options(args)
+        options.mode = "windows" if args.sliding_window else options.mode
+        return run_cohort_command(args, cancel, options, ModelRegistry().find(args.model), read_inputs, write_result)
+    if not args.inputs:
+        raise InputError("give an input volume (or a folder of cases, or --list)")
     if compound_suffix(Path(args.output)) not in OUTPUT_SUFFIXES:
         raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
+    check_outputs([("-o", args.output), ("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty)],
+                  [*(("INPUT", path) for path in args.inputs), ("--transform", args.transform)], args.overwrite)
     check_image_output(args.probabilities, "--probabilities")
     check_image_output(args.uncertainty, "--uncertainty")
-    apply_memory_limit(args)
-    for path in (args.output, args.probabilities, args.uncertainty):
-        check_output(path, args.overwrite)
     options = inference_options(args, probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty))
+    options.mode = "windows" if args.sliding_window else options.mode
     card = ModelRegistry().find(args.model)
     images = apply_frame(read_inputs(args.inputs, args.series), args.transform, args.invert)
     display = make_display(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import InputError
 from ..progress import CancelToken
 from .progress_display import ProgressDisplay
 
@@ -46,7 +47,9 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         overrides["training.steps"] = args.steps
     if args.max_seconds is not None:
         overrides["training.max_seconds"] = args.max_seconds
+    check_budgets(args)
     config = load_config(args.config, overrides)
+    check_model_is_new(config, args)
     main_process = from_environment().is_main
     display = ProgressDisplay(args.progress if main_process else "none")
     try:
@@ -62,3 +65,30 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         print(f"{card.training.get('steps')} steps in {card.training.get('seconds')} s on {card.training.get('device')}"
               + (f"; validation Dice (step {card.training.get('best_step')}): {scores}" if scores else ""))
     return 0
+
+
+def check_budgets(args: argparse.Namespace) -> None:
+    """``--steps 0`` or ``--max-seconds 0`` would train nothing (or silently the default): refused."""
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps {args.steps}: must be at least 1")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise InputError(f"--max-seconds {args.max_seconds:g}: must be a positive number of seconds")
+
+
+def check_model_is_new(config: Any, args: argparse.Namespace) -> None:
+    """Refuse, before training, to write where a model exists that is not this run's own.
+
+    Unlike ``finetune`` (which saves NAME-v2, NAME-v3…), ``train`` writes the folder its config
+    names and keeps its checkpoints there for ``--resume``, so another version would split them:
+    the user picks another ``name`` or ``output``. A model is replaced only by its own run
+    continued (``--resume``) or started over (``--restart``) from the checkpoint beside it, and
+    by ``--bundled`` (the retrain command).
+    """
+    from ..models.card import CARD_FILE
+    from ..training import resolve_output
+
+    folder, checkpoints = resolve_output(config, args.bundled)
+    own_run = (checkpoints / "last.pt").is_file()  # then the trainer asks for --resume or --restart
+    if not args.bundled and not own_run and (folder / CARD_FILE).is_file():
+        raise InputError(f"{folder}: a model named {config.card.name!r} exists there; MedSeg never replaces it "
+                         f"(give the config another model name or 'output', or remove that folder)")

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+STALE_AFTER_S = 24 * 3600  # a temporary whose owner cannot be checked (Windows, an old name) is stale after this
+_PARTIAL = re.compile(r"^\..+?\.(?:(\d+)-)?[^.]*\.partial(\.[^/]*)?$")
 
 
 def compound_suffix(path: Path) -> str:
@@ -32,7 +38,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = compound_suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=f".partial{suffix}",
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -45,3 +52,44 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid() or sys.platform == "win32":  # Windows: os.kill would terminate it; age decides
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_stale(path: Path, pid: int | None) -> bool:
+    """Owned by a dead process, or too old to be anyone's work in progress."""
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    return age > STALE_AFTER_S or (pid is not None and not _pid_alive(pid))
+
+
+def stale_temporary(path: Path, prefix: str) -> bool:
+    """Whether a temporary named ``<prefix><pid>-…`` was left by a process that is gone."""
+    head = path.name[len(prefix):].split("-", 1)[0]
+    return is_stale(path, int(head) if head.isdigit() else None)
+
+
+def remove_stale_partials(folder: Path, depth: int = 2) -> None:
+    """Delete the hidden ``.NAME.<pid>-….partial…`` files a killed :func:`atomic_output` left in ``folder``."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _PARTIAL.match(entry.name)
+        if match and entry.is_file() and is_stale(entry, int(match.group(1)) if match.group(1) else None):
+            entry.unlink(missing_ok=True)
+        elif depth > 1 and entry.is_dir() and not entry.is_symlink():
+            remove_stale_partials(entry, depth - 1)

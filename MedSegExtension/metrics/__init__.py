@@ -18,26 +18,21 @@ For the HTML page keep the prepared pair the numbers came from::
     write_report(folder, result, pair, image=intensity_image)
 
 Batches: ``evaluate_folders`` → :class:`BatchResult` (per case, and mean / median / IQR).
+
+Modules, lowest first: :mod:`.overlap`, :mod:`.surface` (the metrics), :mod:`.label_maps`
+(reading, the label-map check, grid alignment), :mod:`.names` (segment name matching),
+:mod:`.pairs` (a prepared prediction/reference pair), :mod:`.results`, :mod:`.statistics`,
+:mod:`.formats` (JSON/CSV/table text), :mod:`.evaluation` (one case), :mod:`.batch` (folders),
+:mod:`.report` (HTML).
 """
 
-from .evaluation import (
-    BatchResult,
-    ClassResult,
-    EvaluationResult,
-    LabelMap,
-    LabelPair,
-    SummaryStats,
-    evaluate_files,
-    evaluate_folders,
-    evaluate_images,
-    evaluate_label_pair,
-    match_cases,
-    prepare_label_maps,
-    read_label_map,
-    read_label_pair,
-    summarize,
-)
+from .batch import BatchResult, evaluate_folders, match_cases
+from .evaluation import EvaluationResult, evaluate_files, evaluate_images, evaluate_label_pair
+from .label_maps import LabelMap, read_label_map
 from .overlap import OverlapMetrics, confusion_matrix, overlap_from_counts, overlap_metrics
+from .pairs import LabelPair, prepare_label_maps, read_label_pair
+from .results import ClassResult
+from .statistics import SummaryStats, summarize
 from .surface import SurfaceMetrics, surface_distances, surface_metrics
 
 __all__ = [

@@ -27,13 +27,10 @@ import SimpleITK as sitk  # noqa: E402
 
 from ..io.atomic import atomic_output  # noqa: E402
 from ..io.volumes import read_image, squeeze_to_3d  # noqa: E402
-from .evaluation import (  # noqa: E402
-    BatchResult,
-    EvaluationResult,
-    LabelPair,
-    format_number,
-    read_label_pair,
-)
+from .batch import BatchResult  # noqa: E402
+from .evaluation import EvaluationResult  # noqa: E402
+from .formats import format_number  # noqa: E402
+from .pairs import LabelPair, read_label_pair  # noqa: E402
 
 REPORT_FILE = "report.html"
 AXES = (("axial", 0), ("coronal", 1), ("sagittal", 2))  # array axis in the LPS-oriented (z, y, x) array

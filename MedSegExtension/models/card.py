@@ -101,9 +101,15 @@ class ModelCard:
 
     @property
     def weights_path(self) -> Path:
+        """The weights file, which must lie inside the card's folder (symlinks resolved)."""
         if self.folder is None:
             raise ModelError(f"model {self.name!r}: card has no folder, so its weights cannot be found")
-        return self.folder / self.weights_file
+        path = self.folder / self.weights_file
+        folder = self.folder.resolve()
+        if Path(self.weights_file).is_absolute() or path.resolve().parent != folder:
+            raise ModelError(f"{self.folder / CARD_FILE}: weights_file {self.weights_file!r} points outside the model "
+                             f"folder; refused (it must be a file name in that folder)")
+        return path
 
     def label_by_value(self, value: int) -> LabelInfo:
         for label in self.labels:
@@ -137,6 +143,8 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: malformed model card (a JSON object expected, not {type(data).__name__})")
         try:
             labels = [
                 LabelInfo(
@@ -169,7 +177,7 @@ class ModelCard:
                 license=str(data.get("license", "")),
                 training=dict(data.get("training", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{source}: malformed model card ({type(exc).__name__}: {exc})") from None
         card.validate(source)
         return card

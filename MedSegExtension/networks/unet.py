@@ -1,30 +1,29 @@
-"""A configurable 3D U-Net built from MONAI's blocks.
+"""A configurable 3D U-Net built from MONAI-style blocks.
 
 Written here rather than taken whole from MONAI because none of MONAI's U-Nets offers
 all of: residual or plain blocks, squeeze-and-excitation per level (seed 002), deep
 supervision, and a state dict whose layout we control for bundled weights. The blocks
-themselves (conv-norm-act units, residual units, transposed-conv up blocks, the SE layer)
-are MONAI's.
+(conv-norm-act units, residual units, transposed-conv up blocks, the SE layer) follow
+MONAI's layout and arithmetic in plain torch (:mod:`.blocks`), so predicting never imports MONAI.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import ChannelSELayer, UnetBasicBlock, UnetOutBlock, UnetResBlock, UnetUpBlock
 from torch import nn
 
 from ..models.card import NetworkConfig
+from .blocks import BasicBlock, OutBlock, ResidualBlock, SqueezeExcitation, UpBlock
 
-_NORMS = {"instance": ("instance", {"affine": True}), "batch": ("batch", {})}
-_ACT = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
+_NORMS = ("instance", "batch")
 
 
 class _EncoderLevel(nn.Module):
     def __init__(self, block: type[nn.Module], in_ch: int, out_ch: int, stride: int, norm, dropout: float, se: bool):
         super().__init__()
-        self.block = block(3, in_ch, out_ch, kernel_size=3, stride=stride, norm_name=norm, act_name=_ACT, dropout=dropout)
-        self.se = ChannelSELayer(3, out_ch, r=4) if se else nn.Identity()
+        self.block = block(in_ch, out_ch, stride, norm, dropout)
+        self.se = SqueezeExcitation(out_ch, r=4) if se else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.block(x))
@@ -51,8 +50,8 @@ class UNet3D(nn.Module):
             raise ValueError("a U-Net needs at least two levels")
         self.config = config
         self.in_channels, self.num_classes = in_channels, num_classes
-        block = UnetResBlock if config.block == "residual" else UnetBasicBlock
-        norm = _NORMS[config.norm]
+        block = ResidualBlock if config.block == "residual" else BasicBlock
+        norm = config.norm
         channels = list(config.channels)
         self.encoders = nn.ModuleList()
         previous = in_channels
@@ -61,14 +60,13 @@ class UNet3D(nn.Module):
             self.encoders.append(_EncoderLevel(block, previous, width, stride, norm, config.dropout, config.squeeze_excitation))
             previous = width
         self.decoders = nn.ModuleList(
-            UnetUpBlock(3, channels[level + 1], channels[level], kernel_size=3, stride=1, upsample_kernel_size=2,
-                        norm_name=norm, act_name=_ACT, dropout=config.dropout)
+            UpBlock(channels[level + 1], channels[level], norm, config.dropout)
             for level in reversed(range(len(channels) - 1))
         )
-        self.head = UnetOutBlock(3, channels[0], num_classes)
+        self.head = OutBlock(channels[0], num_classes)
         # Auxiliary heads on the decoder outputs below full resolution (coarsest first is dropped).
         self.aux_heads = nn.ModuleList(
-            UnetOutBlock(3, channels[level], num_classes) for level in range(1, len(channels) - 1)
+            OutBlock(channels[level], num_classes) for level in range(1, len(channels) - 1)
         ) if config.deep_supervision else nn.ModuleList()
 
     @property

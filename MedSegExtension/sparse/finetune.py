@@ -41,7 +41,7 @@ from ..inference.pipeline import (
 )
 from ..inference.sliding_window import count_windows
 from ..models.card import LabelInfo, ModelCard, NetworkConfig, Normalization
-from ..models.registry import ModelRegistry, load_network, next_user_model_folder, save_model
+from ..models.registry import ModelRegistry, load_network, save_user_model
 from ..networks import UNet3D, build_network
 from ..preprocessing import prepare_case, reorient
 from ..progress import CancelToken, ProgressCallback, no_progress
@@ -367,7 +367,4 @@ def _finish_labels(probabilities: np.ndarray, card: ModelCard, annotation: Spars
 
 def save_finetuned(result: FineTuneResult, name: str, registry: ModelRegistry | None = None) -> ModelCard:
     """Save as a user model: ``name``, then ``name-v2``, ``name-v3``… never overwriting a version."""
-    folder, version = next_user_model_folder(name, registry)
-    card = copy.deepcopy(result.card)
-    card.name, card.version = name, str(version)
-    return save_model(card, result.network, folder)
+    return save_user_model(copy.deepcopy(result.card), result.network, name, registry)

@@ -6,6 +6,12 @@ Entry points (imported lazily, so ``import MedSegExtension.training.synthesis`` 
   own batches (the sparse-annotation mode);
 - :func:`load_config` / :func:`config_from_dict`;
 - :func:`build_loss` and the loss classes in :mod:`.losses`.
+
+Modules, lowest first (each imports only those before it): :mod:`.distributed` (DDP
+process group), :mod:`.rng` (seeds, RNG states as tensors), :mod:`.optimization` (optimizer,
+schedule, AMP), :mod:`.checkpoints` (``weights_only`` reads), :mod:`.validation`,
+:mod:`.loop` (:class:`TrainingLoop`), :mod:`.output` (where a model may be written),
+:mod:`.trainer` (:func:`train`), :mod:`.launch` (local multi-process runs of :func:`train`).
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from typing import Any
 
 _EXPORTS = {
     "train": "trainer",
-    "TrainingLoop": "trainer",
-    "LoopOptions": "trainer",
-    "LoopResult": "trainer",
-    "make_validator": "trainer",
-    "resolve_output": "trainer",
+    "TrainingLoop": "loop",
+    "LoopOptions": "loop",
+    "LoopResult": "loop",
+    "make_validator": "validation",
+    "resolve_output": "output",
     "load_config": "config",
     "config_from_dict": "config",
     "TrainConfig": "config",
@@ -29,7 +35,7 @@ _EXPORTS = {
     "AugmentationConfig": "augmentation",
     "Augmenter": "augmentation",
     "PatchSampler": "sampling",
-    "launch_local": "distributed",
+    "launch_local": "launch",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,19 +1,18 @@
-"""Multi-GPU training with PyTorch DDP under ``torchrun``, and a local launcher for CPU checks.
+"""Multi-GPU training with PyTorch DDP under ``torchrun``: process group and collective decisions.
 
 ``torchrun --nproc_per_node 4 -m MedSegExtension train config.yaml`` starts four processes;
 each reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment, trains on its own
 GPU on its own patches (seeded by rank), and DDP averages the gradients. Rank 0 alone
 validates, writes checkpoints and the model folder. NCCL is used on CUDA, gloo on the CPU.
+The local launcher for CPU checks of this code path is :mod:`.launch` (it sits above the
+trainer; this module imports nothing from training).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import traceback
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,7 +34,7 @@ class DistInfo:
 
 
 def from_environment() -> DistInfo:
-    """What ``torchrun`` (or :func:`launch_local`) put in the environment; one process when nothing."""
+    """What ``torchrun`` (or :func:`~.launch.launch_local`) put in the environment; one process when nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -72,51 +71,3 @@ def any_true(flags: list[bool], info: DistInfo, device: torch.device) -> list[bo
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _local_worker(rank: int, world_size: int, port: int, config: Any, kwargs: dict[str, Any], queue: Any,
-                  threads: int) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
-    torch.set_num_threads(threads)
-    from .trainer import train
-
-    try:
-        card = train(config, **kwargs)
-        queue.put((rank, "ok", card.to_dict() if rank == 0 else None, str(card.folder) if rank == 0 else None))
-    except BaseException as exc:  # report to the parent, then fail this process
-        queue.put((rank, "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None))
-        raise
-
-
-def launch_local(config: Any, nprocs: int = 2, threads: int = 1, **kwargs: Any) -> tuple[dict[str, Any], list[int]]:
-    """Run :func:`~MedSegExtension.training.trainer.train` in ``nprocs`` local processes (gloo on CPU).
-
-    For tests and quick checks of the DDP code path without ``torchrun``; ``config`` must be
-    picklable (a path or a dict). Returns rank 0's card as a dict (``folder`` added) and the
-    ranks that finished.
-    """
-    import torch.multiprocessing as mp
-
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    port = free_port()
-    mp.start_processes(_local_worker, args=(nprocs, port, config, kwargs, queue, threads), nprocs=nprocs,
-                       join=True, start_method="spawn")
-    finished, card = [], None
-    while not queue.empty():
-        rank, status, payload, folder = queue.get()
-        if status != "ok":
-            raise RuntimeError(f"rank {rank} failed: {payload}")
-        finished.append(rank)
-        if rank == 0:
-            card = dict(payload, folder=folder)
-    if card is None:
-        raise RuntimeError("rank 0 did not report a model")
-    return card, sorted(finished)

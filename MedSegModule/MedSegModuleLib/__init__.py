@@ -9,6 +9,7 @@ tests drive exactly the code Slicer runs.
 - :mod:`.segmentation_nodes`: label map <-> segmentation node, ``.seg.nrrd``, volumes in mL.
 - :mod:`.transform_nodes`: ITK transform files -> linear transform nodes, Euler angles, harden.
 - :mod:`.background_task`: a subprocess with JSON progress, polled without blocking, cancellable.
+- :mod:`.process_tree`: a command's whole process tree (the engine behind ``PythonSlicer``), stopped together.
 - :mod:`.segmentation_logic`: one segmentation run, from input node to a new segmentation node.
 - :mod:`.model_catalog`: bundled and user models and compute devices, as the panel lists them.
 - :mod:`.dependencies`: which Python packages the engine still needs inside Slicer.
@@ -26,6 +27,7 @@ tests drive exactly the code Slicer runs.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -57,4 +59,5 @@ def ensure_engine_importable() -> Path:
     return Path(root)
 
 
-ensure_engine_importable()
+with contextlib.suppress(ImportError):  # the module still loads; the panel and the self-test say what is missing
+    ensure_engine_importable()

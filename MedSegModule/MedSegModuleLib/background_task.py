@@ -8,26 +8,37 @@ and the GUI never waits. The engine's ``--progress json`` protocol, on stderr::
     {"log": "model tiny 1.0 on cpu; ..."}
     medseg: error: <one line>            (last line when the command exits with code 2)
 
-:meth:`BackgroundTask.cancel` asks politely (SIGINT, which the engine turns into a clean
-exit 130), then terminates, then kills; each step after ``grace`` seconds.
+:meth:`BackgroundTask.cancel` ends the command's whole process tree (:mod:`.process_tree`:
+inside Slicer the engine is the launcher's child, and the launcher forwards no signal): SIGTERM
+to the group at once (the engine exits as cancelled, 143), SIGKILL to what is left after
+``grace`` seconds. The task is :attr:`~BackgroundTask.done` only once the whole tree has gone, so
+a caller may then delete the files the command used. :meth:`BackgroundTask.stop` does the same
+and waits (widget clean-up, application exit); tasks still running when Python exits are killed.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from . import process_tree
+
 ERROR_PREFIX = "medseg: error: "
 EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 130
+EXIT_CANCELLED = 130  # SIGINT
+EXIT_TERMINATED = 143  # SIGTERM, which the engine treats as cancel
+CANCEL_GRACE_SECONDS = 3.0
+
+_running: weakref.WeakSet = weakref.WeakSet()  # tasks to kill if Python exits while they run
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,8 @@ def parse_line(line: str) -> TaskEvent:
 class BackgroundTask:
     """Run ``args`` in a subprocess; :meth:`poll` never blocks."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None, grace: float = 2.0) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 grace: float = CANCEL_GRACE_SECONDS) -> None:
         self.args = [str(a) for a in args]
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
@@ -76,18 +88,13 @@ class BackgroundTask:
         self._readers: list[threading.Thread] = []
         self._open_streams = 0
         self._cancel_time: float | None = None
-        self._escalation = 0
+        self._killed = False
         self._exit_seen: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("task already started")
-        popen_options: dict = {}
-        if os.name == "nt":
-            popen_options["creationflags"] = subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
-        else:
-            popen_options["start_new_session"] = True  # a Ctrl-C in Slicer's terminal does not reach it
         self._process = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
@@ -99,8 +106,9 @@ class BackgroundTask:
             encoding="utf-8",
             errors="replace",
             bufsize=1,
-            **popen_options,
+            **process_tree.new_group_options(),
         )
+        _running.add(self)
         for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
             thread = threading.Thread(target=self._read, args=(stream, name), daemon=True, name=f"medseg-{name}")
             self._open_streams += 1
@@ -121,10 +129,17 @@ class BackgroundTask:
 
     @property
     def returncode(self) -> int | None:
-        """The exit code once the process has ended and all its output has been read."""
-        if self._process is None or self._open_streams > 0:
+        """The exit code once the process tree has gone and all its output has been read."""
+        if self._process is None or self._open_streams > 0 or self._process.poll() is None:
+            return None
+        if self.tree_alive:
             return None
         return self._process.poll()
+
+    @property
+    def tree_alive(self) -> bool:
+        """Whether the command or a process it started (the engine behind a launcher) still runs."""
+        return self._process is not None and process_tree.tree_alive(self._process)
 
     @property
     def done(self) -> bool:
@@ -151,6 +166,7 @@ class BackgroundTask:
             if event.kind == "progress" and event.fraction is not None:
                 self.fraction, self.message = event.fraction, event.message
             events.append(event)
+        self._end_stragglers()
         self._escalate_cancel()
         self._check_orphaned_pipes()
         return events
@@ -179,37 +195,40 @@ class BackgroundTask:
 
     # -- cancel ------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the process to stop: SIGINT now, SIGTERM after ``grace`` s, SIGKILL after 2·``grace`` s.
+        """Stop the whole process tree: SIGTERM now, SIGKILL after ``grace`` s (POSIX).
 
-        Non-blocking; :meth:`poll` (or :meth:`wait`) carries out the later steps.
+        Non-blocking; :meth:`poll` (or :meth:`wait`) carries out the later step.
         """
         self.cancel_requested = True
-        if self._process is None or self._process.poll() is not None or self._cancel_time is not None:
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        if self._process is None or self._cancel_time is not None or not self.tree_alive:
             return
         self._cancel_time = time.monotonic()
-        if os.name == "nt":
-            self._process.terminate()
-            self._escalation = 1
-        else:
-            self._send(signal.SIGINT)
+        process_tree.terminate_tree(self._process)
 
-    def _send(self, sig: int) -> None:
-        try:
-            if self._process is not None:
-                self._process.send_signal(sig)
-        except ProcessLookupError:
-            pass
+    def _end_stragglers(self) -> None:
+        """The launcher has exited but something it started lives on: end it as for a cancel."""
+        if self._process is not None and self._process.poll() is not None and self._cancel_time is None and self.tree_alive:
+            self._begin_stop()
 
     def _escalate_cancel(self) -> None:
-        if self._cancel_time is None or self._process is None or self._process.poll() is not None:
+        if self._cancel_time is None or self._killed or self._process is None:
             return
-        elapsed = time.monotonic() - self._cancel_time
-        if self._escalation == 0 and elapsed > self.grace:
-            self._escalation = 1
-            self._process.terminate()
-        elif self._escalation == 1 and elapsed > 2 * self.grace:
-            self._escalation = 2
-            self._process.kill()
+        if time.monotonic() - self._cancel_time > self.grace and self.tree_alive:
+            self._killed = True
+            process_tree.kill_tree(self._process)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Cancel and wait until the tree has gone (at most ``timeout`` s, default grace + 2 s)."""
+        self.cancel()
+        self.wait(timeout=self.grace + 2.0 if timeout is None else timeout)
+        return not self.tree_alive
+
+    def _kill_at_exit(self) -> None:
+        if self._process is not None and self.tree_alive:
+            process_tree.kill_tree(self._process)
 
     # -- outcome -----------------------------------------------------------------------
     def error_message(self) -> str:
@@ -239,3 +258,10 @@ def python_executable() -> str:
         if os.path.exists(candidate):
             return candidate
     return sys.executable
+
+
+@atexit.register
+def _kill_running_tasks() -> None:
+    """Python (Slicer) is exiting: no engine may outlive it."""
+    for task in list(_running):
+        task._kill_at_exit()

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk")  # Slicer's own: never installed or upgraded by MedSeg
+# Pinned while pip installs the rest: MONAI must not replace the torch the PyTorch extension chose
+# (a CPU-only build from PyPI on Windows, or a failed upgrade over loaded DLLs).
+CONSTRAINED_PACKAGES = (*PROTECTED_PACKAGES, "torch")
 TORCH_REQUIREMENT = "torch>=2.1,<3"
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 _IMPORT_NAMES = {"pyyaml": "yaml", "simpleitk": "SimpleITK"}
@@ -73,8 +76,8 @@ def missing_requirements(
     return [req for req in wanted if find_spec(req.import_name) is None or not version_ok(req, version_of(req.project))]
 
 
-def constraints_text(packages: Sequence[str] = PROTECTED_PACKAGES) -> str:
-    """pip constraints pinning the installed versions of Slicer's own packages."""
+def constraints_text(packages: Sequence[str] = CONSTRAINED_PACKAGES) -> str:
+    """pip constraints pinning the installed versions of Slicer's own packages and of torch."""
     lines = []
     for name in packages:
         try:
@@ -95,3 +98,22 @@ def install_plan(missing: Sequence[Requirement], pytorch_extension: bool) -> lis
             plan.append(f"{req.spec} via pip")
     plan.append(f"Slicer's own {', '.join(PROTECTED_PACKAGES)} stay as they are.")
     return plan
+
+
+def self_test_skip_reason(find_spec: Callable[[str], object] = importlib.util.find_spec) -> str:
+    """Why the module's self-test cannot run here ("" when it can); imports nothing.
+
+    The self-test drives the real engine, so it needs the engine package, torch and the other
+    requirements, and Slicer's own numpy and SimpleITK.
+    """
+    from . import engine_root
+
+    try:
+        engine_root()
+    except ImportError as exc:
+        return str(exc)
+    absent = [name for name in ("numpy", "SimpleITK") if find_spec(name) is None]
+    absent += [req.spec for req in missing_requirements(find_spec=find_spec)]
+    if absent:
+        return "missing Python packages: " + ", ".join(absent) + " (install them with the MedSeg panel's 'Install' button)"
+    return ""

@@ -5,11 +5,14 @@ evaluation: check everything on construction (clear errors, nothing created), :m
 writes the inputs to a temporary folder and starts the engine in a
 :class:`~.background_task.BackgroundTask`, :meth:`poll` never blocks, :meth:`cancel` is
 non-blocking, and :meth:`finish` turns the exit code into nodes or one-line errors. The
-temporary folder is removed whatever happens, and only a successful run adds nodes.
+temporary folder is removed whatever happens, but only once the engine's process tree has gone
+(never under a running engine), and only a successful run adds nodes. :meth:`shutdown` is the
+blocking stop for scene close, widget clean-up and application exit.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -21,15 +24,25 @@ from typing import Any
 from MedSegExtension.errors import CancelledError, InputError, MedSegError
 
 from . import engine_root
-from .background_task import EXIT_BAD_INPUT, EXIT_CANCELLED, BackgroundTask, TaskEvent, python_executable
+from .background_task import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_TERMINATED,
+    BackgroundTask,
+    TaskEvent,
+    python_executable,
+)
 
 
 def engine_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment with the engine importable and unbuffered output."""
+    """This process's environment with the engine importable, unbuffered UTF-8 output (a
+    non-ASCII folder in a "saved model ... in <folder>" line must survive a Windows code page)."""
     env = dict(os.environ)
     root = str(engine_root())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONUTF8"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
     env.update(extra or {})
     return env
 
@@ -84,16 +97,26 @@ class EngineRun:
             self.task.cancel()
 
     def cleanup(self) -> None:
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        """Remove the temporary folder, unless the engine still runs (it would write into a
+        deleted folder, or recreate it)."""
+        if self.workdir is None:
+            return
+        if self.task is not None and self.task.started and self.task.tree_alive:
+            logging.warning(f"MedSeg: {self.what} still running; kept its folder {self.workdir}")
+            return
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = None
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Blocking stop: end the engine's process tree, then remove the temporary files.
+        True when the tree has gone (for scene close, widget clean-up and application exit)."""
+        gone = self.task.stop(timeout) if self.task is not None and self.task.started else True
+        self.cleanup()
+        return gone
 
     def abort(self) -> None:
-        """Cancel, give the engine 10 s to end, remove the temporary files (for a caller's error path)."""
-        self.cancel()
-        if self.task is not None:
-            self.task.wait(timeout=10)
-        self.cleanup()
+        """Stop the engine and remove the temporary files (for a caller's error path)."""
+        self.shutdown()
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the engine ends (scripts and tests; the panel polls instead)."""
@@ -106,7 +129,7 @@ class EngineRun:
             raise RuntimeError("finish() called before the run ended")
         try:
             code = self.task.returncode
-            if self.task.cancel_requested or code == EXIT_CANCELLED:
+            if self.task.cancel_requested or code in (EXIT_CANCELLED, EXIT_TERMINATED):
                 raise CancelledError(f"{self.what} cancelled; nothing was added to the scene")
             if code == EXIT_BAD_INPUT:
                 raise InputError(self.task.error_message())

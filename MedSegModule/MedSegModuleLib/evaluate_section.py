@@ -27,8 +27,9 @@ class EvaluateSection(RunSection):
 
     failed = "Evaluation failed"
 
-    def __init__(self, ui: Any, parameters: Callable[[], Any]) -> None:
-        super().__init__()
+    def __init__(self, ui: Any, parameters: Callable[[], Any], engine_busy: Callable[[], bool],
+                 refresh_all: Callable[[], None]) -> None:
+        super().__init__(engine_busy, refresh_all)
         self.ui, self.parameters = ui, parameters
         self.outcome: EvaluationOutcome | None = None
         self.mapping_key: tuple = ()
@@ -43,7 +44,7 @@ class EvaluateSection(RunSection):
         p = self.parameters()
         prediction, reference = (p.evaluatePrediction, p.evaluateReference) if p else (None, None)
         running = self.run is not None
-        self.ui.evaluateButton.enabled = bool(prediction and reference) and not running
+        self.ui.evaluateButton.enabled = bool(prediction and reference) and not self.engine_busy()
         self.ui.evaluateCancelButton.enabled = running
         self.ui.exportReportButton.enabled = self.outcome is not None
         self.fill_mapping(prediction, reference)
@@ -78,6 +79,8 @@ class EvaluateSection(RunSection):
         return result
 
     def onEvaluate(self) -> None:
+        if not slicer_gui.dependencies_ready(self.status):
+            return
         p = self.parameters()
 
         def start() -> EvaluationRun:
@@ -87,13 +90,13 @@ class EvaluateSection(RunSection):
             return run
 
         try:
-            self.run = start()
+            run = start()
         except MedSegError as exc:
             self.status(str(exc), error=True)
+            self.update()
         else:
             self.status(f"Evaluating {p.evaluatePrediction.GetName()} against {p.evaluateReference.GetName()}…")
-            self.timer.start()
-        self.update()
+            self.started(run)
 
     def show_events(self, events: list[Any]) -> None:
         slicer_gui.show_events(events, self.ui.evaluateProgressBar, self.ui.evaluateStatusLabel, self.ui.logTextEdit)

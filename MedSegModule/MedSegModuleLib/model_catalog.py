@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,15 @@ def list_models(extra_folders: Iterable[str | os.PathLike[str]] = (), bundled: P
     return catalog
 
 
+def folder_problem(folder: str | os.PathLike[str]) -> str:
+    """Why ``folder`` is not a usable model folder ("" when it is): one line naming the file."""
+    try:
+        ModelCard.load(Path(folder))
+    except ModelError as exc:
+        return str(exc)
+    return ""
+
+
 def resolve_model(name_or_folder: str) -> ModelCard:
     """A model card by folder or name, with its weights checked against the card's sha256."""
     from MedSegExtension.models.registry import ModelRegistry, verify_weights
@@ -85,11 +95,57 @@ def resolve_model(name_or_folder: str) -> ModelCard:
     return card
 
 
-def describe_devices():
-    """The engine's :class:`~MedSegExtension.inference.devices.DeviceReport` (imports torch)."""
-    from MedSegExtension.inference.devices import describe_devices as engine_describe
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the engine's torch can use, as the engine reported it (the fields of its ``DeviceReport``)."""
 
-    return engine_describe()
+    cuda_available: bool
+    cuda_name: str | None
+    mps_available: bool
+    reason: str
+
+
+# Run by the engine's Python, never in Slicer's own process: importing torch there would freeze the
+# panel for seconds, initialise CUDA (GPU memory held) and lock torch's DLLs on Windows.
+DEVICE_QUERY = ("import dataclasses, json\n"
+                "from MedSegExtension.inference.devices import describe_devices\n"
+                "print(json.dumps(dataclasses.asdict(describe_devices())))")
+
+
+def start_device_query(python: str | None = None):
+    """Ask the engine's Python (a subprocess) which devices it can use; returns the running
+    :class:`~.background_task.BackgroundTask` (read it with :func:`device_query_result`)."""
+    from .background_task import BackgroundTask, python_executable
+    from .engine_run import engine_environment
+
+    task = BackgroundTask([python or python_executable(), "-c", DEVICE_QUERY], env=engine_environment())
+    task.start()
+    return task
+
+
+_known: list[DeviceInfo] = []  # the latest answer, so that a GPU choice needs no second query
+
+
+def device_query_result(task) -> DeviceInfo:
+    """The answer of a finished :func:`start_device_query`; an engine that failed is one line."""
+    for line in reversed(task.lines):
+        if line.startswith("{"):
+            try:
+                info = DeviceInfo(**json.loads(line))
+            except (TypeError, ValueError):
+                break
+            _known[:] = [info]
+            return info
+    raise ModelError(f"the engine could not list compute devices: {task.error_message()}")
+
+
+def describe_devices(timeout: float = 120.0) -> DeviceInfo:
+    """Blocking device query (scripts, and a GPU choice made before the panel's query answered)."""
+    task = start_device_query()
+    if task.wait(timeout=timeout) is None:
+        task.stop()
+        raise ModelError(f"the engine did not list compute devices within {timeout:.0f} s")
+    return device_query_result(task)
 
 
 def device_argument(choice: str, report=None) -> str:
@@ -99,7 +155,7 @@ def device_argument(choice: str, report=None) -> str:
         raise InputError(f"unknown device choice {choice!r} (use one of {', '.join(DEVICE_CHOICES)})")
     if choice != "gpu":
         return choice
-    report = report or describe_devices()
+    report = report or (_known[0] if _known else describe_devices())
     if report.cuda_available:
         return "cuda"
     if report.mps_available:

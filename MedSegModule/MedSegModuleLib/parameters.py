@@ -4,8 +4,24 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+
+try:
+    from slicer.parameterNodeWrapper import WithinRange
+except ImportError:  # the slicer-core wheel has no parameterNodeWrapper: keep the ranges readable for its tests
+
+    class WithinRange:  # type: ignore[no-redef]
+        """The two attributes Slicer's ``WithinRange`` validator has (what the GUI connectors read)."""
+
+        def __init__(self, minimum, maximum) -> None:
+            self.minimum, self.maximum = minimum, maximum
+
+# Bounds of the spin boxes (the GUI connectors set them from these; the .ui shows the same).
+# A time budget of 0 is the spin box's special value "automatic": the engine's default.
+TIME_BUDGET_RANGE = (0.0, 7200.0)
+MAX_STEPS_RANGE = (1, 100000)
 
 
 class DeviceChoice(enum.Enum):
@@ -36,7 +52,7 @@ class MedSegParameters:
     annotationSegmentation - the user's sparse annotation (its segments are the classes).
     sparseModelName - the name the fine-tuned model is saved under ("" = from the volume's name).
     sparseFromScratch - train from random weights instead of the selected model.
-    sparseTimeBudget - seconds of training (0 = the engine's default: 150 on CPU, 30 on GPU).
+    sparseTimeBudget - seconds of training (0, shown as "automatic" = the engine's default: 150 on CPU, 30 on GPU).
     sparseMaxSteps - at most this many training steps.
     sparsePrediction - the latest fine-tuned prediction (a separate segmentation).
     evaluatePrediction, evaluateReference - the two segmentations to compare.
@@ -54,8 +70,8 @@ class MedSegParameters:
     annotationSegmentation: vtkMRMLSegmentationNode
     sparseModelName: str = ""
     sparseFromScratch: bool = False
-    sparseTimeBudget: float = 0.0
-    sparseMaxSteps: int = 3000
+    sparseTimeBudget: Annotated[float, WithinRange(*TIME_BUDGET_RANGE)] = 0.0
+    sparseMaxSteps: Annotated[int, WithinRange(*MAX_STEPS_RANGE)] = 3000
     sparsePrediction: vtkMRMLSegmentationNode
     evaluatePrediction: vtkMRMLSegmentationNode
     evaluateReference: vtkMRMLSegmentationNode

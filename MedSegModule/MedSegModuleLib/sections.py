@@ -3,7 +3,9 @@
 GUI only (``qt``, ``slicer.util``); the 'Sparse annotation' and 'Evaluate' sections have their own
 modules (:mod:`.sparse_section`, :mod:`.evaluate_section`) and follow their background run with
 :class:`RunSection`. Every section has ``update()`` (called when the parameter node changes) and
-``cancel()`` (called when the scene closes).
+``cancel()`` (called when the scene closes); a :class:`RunSection` also has ``shutdown()`` (the
+blocking stop of widget clean-up and application exit). One engine job runs at a time (one GPU):
+while any runs, every section's start button is disabled (``engine_busy``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class RunSection:
 
     failed = "Run failed"
 
-    def __init__(self) -> None:
+    def __init__(self, engine_busy: Callable[[], bool], refresh_all: Callable[[], None]) -> None:
+        self.engine_busy, self.refresh_all = engine_busy, refresh_all  # any engine job running; update every section
         self.run: Any | None = None
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
@@ -62,12 +65,25 @@ class RunSection:
             self.status(f"{self.failed}: {exc}", error=True)
         else:
             self.show_outcome(outcome)
-        self.update()
+        self.refresh_all()
+
+    def started(self, run: Any) -> None:
+        """A run has started: follow it, and disable every start button."""
+        self.run = run
+        self.timer.start()
+        self.refresh_all()
 
     def cancel(self) -> None:
         if self.run is not None:
             self.run.cancel()
             self.status_label().text = "Cancelling…"
+
+    def shutdown(self) -> None:
+        """Stop following, end the engine's process tree and remove its files (blocking, a few seconds)."""
+        self.timer.stop()
+        run, self.run = self.run, None
+        if run is not None:
+            run.shutdown()
 
 
 class InputSection:
@@ -129,7 +145,9 @@ class ReviewSection:
     def show_result(self, outcome: Any) -> None:
         """After a segmentation run: show it, the uncertainty overlay if any, and the volumes."""
         slicer_gui.show_segmentation(self.parameters().inputVolume, outcome.segmentation_node)
-        self.ui.showUncertaintyCheckBox.checked = outcome.uncertainty_node is not None
+        show = outcome.uncertainty_node is not None
+        self.ui.showUncertaintyCheckBox.checked = show
+        self.onShowUncertainty(show)  # a checkbox set to its current value sends no signal: the overlay would go stale
         self.updateVolumesTable()
 
     def onEditInSegmentEditor(self) -> None:

@@ -5,11 +5,17 @@ Each check takes a ``unittest.TestCase`` for its assertions, the scene, a functi
 volume file with Slicer's reader, and a scratch folder. The data are made on the spot: a
 phantom volume written to NRRD, and a small model with random weights (real card, real
 weights file with its sha256) saved with the engine's own :func:`save_model`.
+
+:func:`selected_checks` is what ``MedSegModuleTest`` runs: quick by default (seconds each; a
+cancel right after the start), the heavy checks (cancel in the middle of test-time augmentation
+on a 120×120×96 volume) only with ``MEDSEG_SELFTEST_HEAVY=1``. Whether the checks can run at all
+is :func:`.dependencies.self_test_skip_reason` (this file needs torch, numpy and SimpleITK).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import unittest
@@ -58,6 +64,7 @@ from .transform_nodes import harden_transform, itk_euler_angles, load_itk_transf
 from .volume_conversion import node_ijk_to_ras, sitk_to_volume_node, volume_node_to_sitk
 
 VolumeLoader = Callable[[str, str], Any]
+HEAVY_ENV = "MEDSEG_SELFTEST_HEAVY"
 TISSUE = {"category": ["SCT", "85756007", "Tissue"], "type": ["SCT", "85756007", "Tissue"]}
 
 
@@ -217,15 +224,20 @@ def check_bad_inputs(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoade
     _expect_error(tc, scene, ModelError, lambda: SegmentationRun(scene, volume, SegmentationSettings(str(corrupt))), "sha256 mismatch")
 
 
-def check_cancel(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path) -> None:
-    """Cancel while the engine works: it stops within seconds and the scene is unchanged."""
+def check_cancel(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoader, workdir: Path, heavy: bool = False) -> None:
+    """Cancel (quick: right after the start; heavy: while TTA works on a large volume): the engine
+    stops within seconds and the scene is unchanged."""
     model = make_tiny_model(workdir)
-    volume = load_volume(_write(phantom(size=(120, 120, 96), spacing=(1.0, 1.0, 1.0)), workdir / "large.nrrd"), "Large")
+    size, spacing = ((120, 120, 96), (1.0, 1.0, 1.0)) if heavy else ((40, 36, 32), (1.2, 1.0, 1.5))
+    volume = load_volume(_write(phantom(size=size, spacing=spacing), workdir / "large.nrrd"), "Large")
     before = node_ids(scene)
     run = SegmentationRun(scene, volume, SegmentationSettings(str(model), device="cpu", tta=True))
     run.start()
     workfolder = run.workdir
     cancelled_at = None
+    if not heavy:
+        run.cancel()
+        cancelled_at = time.monotonic()
     deadline = time.monotonic() + 120
     while not run.done and time.monotonic() < deadline:
         events = run.poll()
@@ -438,7 +450,7 @@ def check_sparse_cancel(tc: unittest.TestCase, scene: Any, load_volume: VolumeLo
     set_marked_slices(annotation, [SliceRef("k", 8), SliceRef("k", 16)])
     before = sitk.GetArrayFromImage(segmentation_to_labels(annotation, volume)[0])
     ids = node_ids(scene)
-    settings = SparseSettings("selftest-cancel", from_scratch=True, max_steps=100000, time_budget=600, device="cpu",
+    settings = SparseSettings("selftest-cancel", from_scratch=True, max_steps=100000, time_budget=120, device="cpu",
                               home=str(workdir / "home"))
     for when in ("at once", "while training"):
         run = SparseRun(scene, volume, annotation, settings)
@@ -509,3 +521,18 @@ def check_evaluation(tc: unittest.TestCase, scene: Any, load_volume: VolumeLoade
     tc.assertEqual(added, {outcome.table_node.GetID(), outcome.chart_node.GetID(), series.GetID()})
     tc.assertIn("<html", outcome.report_html.lower())
     return outcome
+
+
+# -- what MedSegModuleTest runs -------------------------------------------------------------------
+
+
+def heavy_requested() -> bool:
+    """``MEDSEG_SELFTEST_HEAVY=1`` asks for the heavy checks too."""
+    return os.environ.get(HEAVY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def selected_checks(resample: Callable[[Any, Any], Any], views: list[Any], heavy: bool = False) -> list[tuple[Callable, tuple]]:
+    """(check, extra arguments) in the order the module's test runs them."""
+    return [(check_segmentation_workflow, ()), (check_bad_inputs, ()), (check_cancel, (heavy,)),
+            (check_itk_snap_transform, (resample,)), (check_sparse_annotation, (views,)),
+            (check_sparse_bad_inputs, (views,)), (check_sparse_cancel, ()), (check_evaluation, ())]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import traceback
+from pathlib import Path
 from typing import Any
 
 import qt
@@ -28,7 +30,10 @@ def _pytorch_utils() -> Any | None:
 
 
 def ensure_dependencies(requester: str = "MedSeg") -> bool:
-    """Install what the engine lacks after the user confirms; True when nothing is missing."""
+    """Install what the engine lacks after the user confirms; True when nothing is missing.
+
+    Every failure is shown in a dialog (the console alone is not seen), with pip's output as details.
+    """
     missing = missing_requirements()
     if not missing:
         return True
@@ -41,26 +46,57 @@ def ensure_dependencies(requester: str = "MedSeg") -> bool:
         detailedText=plan,
     ):
         return False
-    with slicer.util.WaitCursor():
-        for req in missing:
-            if req.project == "torch":
-                if torch_logic is not None:
-                    torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=req.specifier.split(",")[0])
-                else:
-                    slicer.util.pip_install(req.spec)
-        others = [req.spec for req in missing if req.project != "torch"]
-        if others:
-            with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as stream:
-                stream.write(constraints_text())
-            packaging = getattr(slicer, "packaging", None)
-            if packaging is not None and hasattr(packaging, "pip_install"):  # Slicer >= 5.12
-                packaging.pip_install(others, constraints=stream.name, skip_packages=[*PROTECTED_PACKAGES, "torch"])
-            else:
-                slicer.util.pip_install(others + ["-c", stream.name])
+    try:
+        with slicer.util.WaitCursor():
+            _install(missing, torch_logic)
+    except Exception as exc:  # pip's CalledProcessError, a network or permission error, PyTorchUtils' own
+        details = getattr(exc, "output", None) or getattr(exc, "stderr", None) or traceback.format_exc()
+        slicer.util.errorDisplay(f"{requester}: installing Python packages failed: {exc}", detailedText=str(details))
+        return False
     still = missing_requirements()
     if still:
-        logging.error("MedSeg: still missing after installation: " + ", ".join(req.spec for req in still))
+        slicer.util.errorDisplay(f"{requester}: still missing after installation: " + ", ".join(req.spec for req in still)
+                                 + ". Restart Slicer and try again.")
     return not still
+
+
+def _install(missing: list, torch_logic: Any | None) -> None:
+    """torch first (through the PyTorch extension if there is one), then the rest with pip, with
+    Slicer's own packages and that torch pinned."""
+    for req in missing:
+        if req.project == "torch":
+            if torch_logic is not None:
+                torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=req.specifier.split(",")[0])
+            else:
+                slicer.util.pip_install(req.spec)
+    others = [req.spec for req in missing if req.project != "torch"]
+    if not others:
+        return
+    with tempfile.TemporaryDirectory(prefix="medseg-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text(constraints_text())
+        try:
+            import slicer.packaging as packaging  # Slicer >= 5.12; not an attribute of slicer until imported
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_install"):
+            packaging.pip_install(others, constraints=str(constraints), skip_packages=[*PROTECTED_PACKAGES, "torch"])
+        else:
+            slicer.util.pip_install(others + ["-c", str(constraints)])
+
+
+def dependencies_ready(status: Any) -> bool:
+    """Before an engine run: offer to install what is missing; ``status`` gets the refusal."""
+    if missing_requirements() and not ensure_dependencies("MedSeg"):
+        status("MedSeg needs its Python packages; nothing was run.", error=True)
+        return False
+    return True
+
+
+def show_error(text: str, details: str = "") -> None:
+    """A visible error: a dialog, and the line in Slicer's log."""
+    logging.error(f"MedSeg: {text}")
+    slicer.util.errorDisplay(text, **({"detailedText": details} if details else {}))
 
 
 def open_in_segment_editor(segmentation_node: Any, source_volume: Any | None) -> None:
@@ -113,7 +149,7 @@ def fill_model_selector(combo: Any, catalog: Any, key: str) -> int:
     for choice in catalog.models:
         combo.addItem(choice.label, choice.key)
     combo.blockSignals(False)
-    for problem in catalog.problems:
+    for problem in catalog.problems:  # shown in the panel by the caller too
         logging.warning(f"MedSeg: {problem}")
     index = max(0, combo.findData(key))
     combo.setCurrentIndex(index)
@@ -149,8 +185,8 @@ def show_table_and_chart(table_node: Any, chart_node: Any) -> None:
     slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
     application = slicer.app.applicationLogic()
     selection = application.GetSelectionNode()
-    selection.SetReferenceActiveTableID(table_node.GetID())
-    selection.SetReferenceActivePlotChartID(chart_node.GetID())
+    selection.SetActiveTableID(table_node.GetID())  # (not the deprecated SetReference... names)
+    selection.SetActivePlotChartID(chart_node.GetID())
     application.PropagateTableSelection()
     application.PropagatePlotChartSelection()
 

@@ -13,7 +13,6 @@ import slicer
 from MedSegExtension.errors import MedSegError
 
 from . import slicer_gui
-from .dependencies import missing_requirements
 from .model_catalog import device_argument
 from .sections import RunSection
 from .slice_views import VIEW_NAMES, show_slice
@@ -38,8 +37,9 @@ class SparseSection(RunSection):
 
     failed = "Fine-tuning failed"
 
-    def __init__(self, ui: Any, parameters: Callable[[], Any], models_changed: Callable[[], None]) -> None:
-        super().__init__()
+    def __init__(self, ui: Any, parameters: Callable[[], Any], models_changed: Callable[[], None],
+                 engine_busy: Callable[[], bool], refresh_all: Callable[[], None]) -> None:
+        super().__init__(engine_busy, refresh_all)
         self.ui, self.parameters, self.models_changed = ui, parameters, models_changed
         self.suggestion_index = 0
         for name in VIEW_NAMES:
@@ -72,7 +72,7 @@ class SparseSection(RunSection):
             shown.clear()
             shown.addItems(listed)
         self.ui.removeMarkedSliceButton.enabled = annotation is not None and self.ui.markedSlicesList.count > 0
-        self.ui.fineTuneButton.enabled = bool(volume and annotation) and not running
+        self.ui.fineTuneButton.enabled = bool(volume and annotation) and not self.engine_busy()
         self.ui.fineTuneCancelButton.enabled = running
         prediction = p.sparsePrediction if p else None
         self.ui.copyPredictionButton.enabled = bool(prediction and annotation and volume) and not running
@@ -110,8 +110,7 @@ class SparseSection(RunSection):
             self.guarded(lambda: unmark_slice(self.parameters().annotationSegmentation, parse_slices(item.text())[0]))
 
     def onFineTune(self) -> None:
-        if missing_requirements() and not slicer_gui.ensure_dependencies("MedSeg"):
-            self.status("MedSeg needs its Python packages; nothing was run.", error=True)
+        if not slicer_gui.dependencies_ready(self.status):
             return
         p = self.parameters()
 
@@ -124,14 +123,13 @@ class SparseSection(RunSection):
             run.start()
             return run
 
-        self.run = self.guarded(start)
-        if self.run is not None:
-            for warning in self.run.warnings:
+        run = self.guarded(start)
+        if run is not None:
+            for warning in run.warnings:
                 self.log(f"Warning: {warning}")
-            self.status(f"Fine-tuning {p.sparseModelName} on {self.run.prepared.slice_spec}…"
-                        + (f" ({len(self.run.warnings)} warning(s), see the log)" if self.run.warnings else ""))
-            self.timer.start()
-            self.update()
+            self.status(f"Fine-tuning {p.sparseModelName} on {run.prepared.slice_spec}…"
+                        + (f" ({len(run.warnings)} warning(s), see the log)" if run.warnings else ""))
+            self.started(run)
 
     def show_events(self, events: list[Any]) -> None:
         for event in events:
