@@ -22,6 +22,19 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", action="store_true", help="full precision on GPUs (default: bf16/fp16 autocast)")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"),
                         help="progress display on stderr (auto: a bar when stderr is a terminal)")
+    add_memory_argument(parser)
+
+
+def add_memory_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-memory", metavar="GB",
+                        help="refuse inputs whose estimated memory exceeds this (default: $MEDSEG_MAX_MEMORY_GB, "
+                             "else half the physical memory)")
+
+
+def apply_memory_limit(args: argparse.Namespace) -> None:
+    from ..limits import set_memory_limit
+
+    set_memory_limit(getattr(args, "max_memory", None))
 
 
 def inference_options(args: argparse.Namespace, *, probabilities: bool = False, uncertainty: bool = False):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..progress import CancelToken
-from .common import check_outputs, make_display
+from .common import add_memory_argument, apply_memory_limit, check_outputs, make_display
 
 if TYPE_CHECKING:
     from ..sparse.finetune import FineTuneSettings
@@ -54,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uncertainty", help="also write the uncertainty map")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+    add_memory_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -77,7 +78,7 @@ def load_annotation(args: argparse.Namespace, image):
     from ..sparse.annotations import from_mask, from_scribbles, from_slices, parse_slice_spec
 
     labels, info = read_labelmap(args.labels)
-    if args.slices:
+    if args.slices is not None:  # '' too: parse_slice_spec says "no slice given"
         return from_slices(image, labels, parse_slice_spec(args.slices, image), args.labels), info
     if args.mask:
         return from_mask(image, labels, read_image(args.mask), args.labels, args.mask), info
@@ -120,11 +121,13 @@ def settings_from_args(args: argparse.Namespace) -> FineTuneSettings:
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..io.segmentation_files import write_labelmap
-    from ..io.volumes import read_volume, write_image
+    from ..io.volumes import check_image_output, read_volume, write_image
     from ..models.registry import ModelRegistry
     from ..sparse.finetune import fine_tune, save_finetuned
 
     check_run_arguments(args)
+    check_image_output(args.uncertainty, "--uncertainty")
+    apply_memory_limit(args)
     image = read_volume(args.input)
     annotation, info = load_annotation(args, image)
     settings = settings_from_args(args)

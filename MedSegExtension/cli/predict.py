@@ -7,9 +7,15 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import compound_suffix
-from ..io.volumes import check_volume, read_image, squeeze_to_3d, write_image
+from ..io.volumes import check_image_output, check_volume, read_image, squeeze_to_3d, write_image
 from ..progress import CancelToken
-from .common import add_inference_arguments, check_outputs, inference_options, make_display
+from .common import (
+    add_inference_arguments,
+    apply_memory_limit,
+    check_outputs,
+    inference_options,
+    make_display,
+)
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
@@ -32,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="cohort: format of the outputs (default .nii.gz)")
     parser.add_argument("--sliding-window", action="store_true",
                         help="always use the card's windows, never one pass over the whole volume")
-    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series)")
+    parser.add_argument("--series", help="DICOM SeriesInstanceUID to read (default: the largest series; required with two of equal size)")
     parser.add_argument("--transform", help="ITK transform file: segment and write in the frame it defines "
                         "(e.g. the rotated frame a physician labelled in with ITK-SNAP)")
     parser.add_argument("--invert", action="store_true", help="use the inverse of --transform")
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     from ..models.registry import ModelRegistry
     from .predict_cohort import is_cohort, run_cohort_command
 
+    apply_memory_limit(args)
     if is_cohort(args, OUTPUT_SUFFIXES):
         options = inference_options(args)
         options.mode = "windows" if args.sliding_window else options.mode
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         raise InputError(f"{args.output}: unsupported output format (use {', '.join(OUTPUT_SUFFIXES)})")
     check_outputs([("-o", args.output), ("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty)],
                   [*(("INPUT", path) for path in args.inputs), ("--transform", args.transform)], args.overwrite)
+    check_image_output(args.probabilities, "--probabilities")
+    check_image_output(args.uncertainty, "--uncertainty")
     options = inference_options(args, probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty))
     options.mode = "windows" if args.sliding_window else options.mode
     card = ModelRegistry().find(args.model)

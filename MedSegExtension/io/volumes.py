@@ -6,11 +6,7 @@ series folders (the largest series unless a SeriesInstanceUID is given).
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,93 +14,34 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .atomic import atomic_output, compound_suffix
+from .dicom import DicomSeries as DicomSeries  # re-exported: callers list series through this module
+from .dicom import list_dicom_series as list_dicom_series
+from .dicom import read_dicom
+from .headers import check_header
+from .quiet import first_line, quiet_itk
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 # Past this ratio of largest to smallest voxel size, a volume is a stack of 2D images: a 3D
 # network resampled to isotropic voxels would invent most of what it segments.
 MAX_ANISOTROPY = 20.0
+# Voxel sizes outside this range (mm) are header errors (metres, or 1e-30), not anatomy.
+SPACING_RANGE = (1e-3, 100.0)
 
 
-@dataclass(frozen=True)
-class DicomSeries:
-    uid: str
-    files: tuple[str, ...]
+def _first_line(exc: Exception) -> str:  # kept for callers outside io
+    return first_line(exc)
 
 
-def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
-    """Every DICOM series in ``folder`` (recursively), largest first."""
-    folder = str(folder)
-    found: dict[str, tuple[str, ...]] = {}
-    for root, _dirs, _files in os.walk(folder):
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) or ():
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid)
-            if len(files) > len(found.get(uid, ())):
-                found[uid] = tuple(files)
-    return sorted((DicomSeries(uid, files) for uid, files in found.items()), key=lambda s: -len(s.files))
-
-
-def _read_dicom(folder: Path, series_uid: str | None) -> sitk.Image:
-    series = list_dicom_series(folder)
-    if not series:
-        raise InputError(f"{folder}: folder contains no DICOM series")
-    if series_uid is not None:
-        matches = [s for s in series if s.uid == series_uid]
-        if not matches:
-            known = ", ".join(s.uid for s in series)
-            raise InputError(f"{folder}: no DICOM series with UID {series_uid} (found: {known})")
-        chosen = matches[0]
-    else:
-        chosen = series[0]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(chosen.files))
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"{folder}: cannot read DICOM series {chosen.uid} ({_first_line(exc)})") from None
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # SimpleITK puts the useful sentence after the source location lines.
-    useful = [line for line in lines if not line.startswith(("/", "sitk::", "itk::"))]
-    return (useful or lines or [type(exc).__name__])[-1][:200]
-
-
-def _nifti_data_end(header: bytes) -> int | None:
-    """Byte offset where a single-file NIfTI's voxel data starts, or None if not NIfTI-1/2."""
-    for order in "<>":
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            return int(struct.unpack(order + "f", header[108:112])[0])
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            return int(struct.unpack(order + "q", header[168:176])[0])
-    return None
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """ITK's NIfTI reader zero-fills a truncated file without a word; check the byte count first."""
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
+def _read_file(path: Path) -> sitk.Image:
+    """Header first (sizes, shear, completeness, NaN), then the voxels."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    pixel_bytes = np.dtype(sitk.GetArrayViewFromImage(sitk.Image(1, 1, reader.GetPixelID())).dtype).itemsize
-    expected = int(np.prod(reader.GetSize())) * pixel_bytes * reader.GetNumberOfComponents()
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(544)
-                available = len(header) + sum(len(block) for block in iter(lambda: stream.read(1 << 22), b""))
-        else:
-            with open(path, "rb") as stream:
-                header = stream.read(544)
-            available = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: file is truncated or corrupt ({exc})") from None
-    offset = _nifti_data_end(header)
-    if offset is not None and available < offset + expected:
-        raise InputError(f"{path}: file is truncated ({available - offset} of {expected} bytes of voxel data)")
+    with quiet_itk():
+        reader.ReadImageInformation()
+    check_header(path, reader)
+    with quiet_itk():
+        return reader.Execute()
 
 
 def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
@@ -113,14 +50,16 @@ def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> s
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_dicom(path, series_uid)
+        return read_dicom(path, series_uid)
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: file is empty")
-        _check_nifti_complete(path)
-        return sitk.ReadImage(str(path))
+        return _read_file(path)
     except RuntimeError as exc:
-        raise InputError(f"{path}: cannot read image ({_first_line(exc)})") from None
+        reason = first_line(exc)
+        if "no such file" in reason.lower() and path.is_file():
+            reason = "file is truncated or its data file is missing"  # ITK's words for a short MetaImage
+        raise InputError(f"{path}: cannot read image ({reason})") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
 
@@ -148,6 +87,11 @@ def check_volume(image: sitk.Image, source: str, *, allow_vector: bool = False, 
     spacing = image.GetSpacing()[:3]
     if min(spacing) <= 0:
         raise InputError(f"{source}: non-positive voxel spacing {spacing}")
+    if min(spacing) < SPACING_RANGE[0] or max(spacing) > SPACING_RANGE[1]:
+        raise InputError(
+            f"{source}: implausible voxel spacing {tuple(float(f'{s:.3g}') for s in spacing)} mm "
+            f"(accepted: {SPACING_RANGE[0]:g} to {SPACING_RANGE[1]:g} mm); fix the header's units"
+        )
     if max(spacing) / min(spacing) > MAX_ANISOTROPY:
         raise InputError(
             f"{source}: extreme anisotropy: voxel spacing {tuple(round(s, 3) for s in spacing)} mm has a ratio of "
@@ -168,12 +112,30 @@ def squeeze_to_3d(image: sitk.Image) -> sitk.Image:
     return image
 
 
+def check_image_output(path: str | os.PathLike[str] | None, option: str) -> None:
+    """Refuse, before any work, an image output (probabilities, uncertainty) in a format it cannot have.
+
+    ``.seg.nrrd`` is refused: Slicer reads that name as a segmentation (integer segments with
+    names), and float probabilities in it are an invalid segmentation; ``.nrrd`` holds them.
+    """
+    if path is None:
+        return
+    suffix = compound_suffix(Path(path))
+    if suffix == ".seg.nrrd":
+        raise InputError(f"{option} {path}: .seg.nrrd is for segmentations; write this float map as .nrrd or .nii.gz")
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"{option} {path}: unsupported format {suffix or 'without extension'!r} "
+                         f"(use one of {', '.join(WRITE_SUFFIXES)})")
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bool = True) -> Path:
     """Write atomically; the file appears only when complete."""
     path = Path(path)
     suffix = compound_suffix(path)
     if suffix not in WRITE_SUFFIXES and suffix != ".seg.nrrd":
         raise InputError(f"{path}: unsupported output format {suffix!r} (use one of {', '.join(WRITE_SUFFIXES)})")
+    if suffix == ".seg.nrrd" and (image.GetNumberOfComponentsPerPixel() != 1 or "float" in image.GetPixelIDTypeAsString()):
+        raise InputError(f"{path}: .seg.nrrd is for segmentations; write this float map as .nrrd or .nii.gz")
     with atomic_output(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
     return path

@@ -10,9 +10,13 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..io.volumes import same_geometry
+from ..limits import check_working_grid, resampled_size
 from ..models.card import ModelCard
 from .intensity import foreground_mask, normalize
 from .spatial import crop_box, reorient, resample_onto, resample_to_spacing
+
+# Smallest working grid per axis: the smallest window a model card may declare.
+MIN_WORKING_VOXELS = 8
 
 
 @dataclass
@@ -26,6 +30,20 @@ class PreparedCase:
 
 def _as_list(images: sitk.Image | Sequence[sitk.Image]) -> list[sitk.Image]:
     return [images] if isinstance(images, sitk.Image) else list(images)
+
+
+def check_model_grid(image: sitk.Image, card: ModelCard) -> None:
+    """Refuse before resampling when the card's spacing (or window) makes a grid too large for memory,
+    or its spacing makes one too small to segment."""
+    direction = np.abs(np.array(image.GetDirection()).reshape(3, 3))
+    target_axis = [int(np.argmax(direction[:, axis])) for axis in range(3)]  # LPS axis each voxel axis follows
+    order = np.argsort(target_axis)  # voxel axes in the canonical (LPS-sorted) order the card's spacing uses
+    size = [image.GetSize()[a] for a in order]
+    spacing = [image.GetSpacing()[a] for a in order]
+    grid = resampled_size(size, spacing, card.target_spacing)
+    check_working_grid(grid, card.input_channels, card.num_classes, f"model {card.name!r}",
+                       minimum=(MIN_WORKING_VOXELS,) * 3, window=card.window_size,
+                       what=f"the input at the model's {'×'.join(f'{s:g}' for s in card.target_spacing)} mm spacing")
 
 
 def prepare_case(
@@ -49,6 +67,7 @@ def prepare_case(
     if labels is not None and not same_geometry(reference, labels):
         raise InputError("label map geometry differs from the image")
 
+    check_model_grid(reference, card)
     resampled = [
         resample_to_spacing(reorient(sitk.Cast(channel, sitk.sitkFloat32), card.orientation), card.target_spacing)
         for channel in channels

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io.volumes import require_same_geometry
 
 VOXEL_AXES = ("i", "j", "k")
+MAX_LABEL_VALUE = 65535  # label maps are written as uint8/uint16
 # Plane name → the LPS axis its normal follows (sagittal slices are cut along left-right, etc.).
 PLANE_NORMALS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -98,6 +99,9 @@ def parse_slice_spec(spec: str, image: sitk.Image, source: str = "--slices") -> 
         else:
             raise InputError(f"{source}: unknown axis {name!r} (use i, j, k, axial, coronal or sagittal)")
         for text in filter(None, (n.strip() for n in numbers.split(","))):
+            if not re.fullmatch(r"-?\d+", text):
+                raise InputError(f"{source}: slice index {text!r} in {part!r} is not a whole number "
+                                 "(list slices one by one, e.g. 'k:40,41,42')")
             index = int(text)
             extent = size[VOXEL_AXES.index(axis)]
             if not 0 <= index < extent:
@@ -108,13 +112,18 @@ def parse_slice_spec(spec: str, image: sitk.Image, source: str = "--slices") -> 
     return list(dict.fromkeys(refs))
 
 
-def _label_array(labels: sitk.Image) -> np.ndarray:
+def _label_array(labels: sitk.Image, source: str = "annotation") -> np.ndarray:
+    """Label values as integers in 0..MAX_LABEL_VALUE (what a label map output can hold)."""
     array = sitk.GetArrayFromImage(labels)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.array_equal(array, np.round(array)):
-            raise InputError("annotation is not a label map (non-integer values)")
-        array = array.astype(np.int32)
-    return array
+    integer = np.issubdtype(array.dtype, np.integer)
+    if not integer and (not np.isfinite(array).all() or not np.array_equal(array, np.round(array))):
+        raise InputError(f"{source}: not a label map (non-integer values)")
+    low, high = (array.min(), array.max()) if array.size else (0, 0)
+    if low < 0 or high > MAX_LABEL_VALUE:
+        bad = low if low < 0 else high
+        raise InputError(f"{source}: label value {bad:g} is outside 0..{MAX_LABEL_VALUE}; "
+                         "label values are non-negative whole numbers")
+    return array if integer else array.astype(np.int32)
 
 
 def from_slices(
@@ -122,7 +131,7 @@ def from_slices(
 ) -> SparseAnnotation:
     """Complete slices: every voxel of a marked slice is known (unpainted ones as background)."""
     require_same_geometry(image, labels, "the image", labels_name)
-    array = _label_array(labels)
+    array = _label_array(labels, labels_name)
     refs = tuple(slices)
     known = np.zeros(array.shape, dtype=bool)
     for ref in refs:
@@ -137,7 +146,7 @@ def from_scribbles(
 ) -> SparseAnnotation:
     """Scribbles: painted voxels are known; ``background_value`` strokes mean "background here"."""
     require_same_geometry(image, labels, "the image", labels_name)
-    array = _label_array(labels)
+    array = _label_array(labels, labels_name)
     known = array != 0
     if background_value not in np.unique(array):
         raise InputError(f"{labels_name}: no background strokes (label value {background_value}); "
@@ -151,7 +160,7 @@ def from_mask(image: sitk.Image, labels: sitk.Image, mask: sitk.Image, labels_na
     """An explicit labelled-voxel mask: non-zero mask voxels are known."""
     require_same_geometry(image, labels, "the image", labels_name)
     require_same_geometry(image, mask, "the image", mask_name)
-    return _checked(SparseAnnotation(_label_array(labels), sitk.GetArrayFromImage(mask) != 0), labels_name)
+    return _checked(SparseAnnotation(_label_array(labels, labels_name), sitk.GetArrayFromImage(mask) != 0), labels_name)
 
 
 def _checked(annotation: SparseAnnotation, source: str) -> SparseAnnotation:

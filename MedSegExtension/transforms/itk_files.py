@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..io.atomic import atomic_output
+from ..io.quiet import quiet_itk
 from .rotation import _compose, affine_from_matrix, affine_matrix, composite_leaves
 
 TEXT_SUFFIXES = (".txt", ".tfm")
@@ -32,6 +33,8 @@ BINARY_SUFFIXES = (".h5", ".hdf5", ".mat")
 TRANSFORM_SUFFIXES = TEXT_SUFFIXES + BINARY_SUFFIXES
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 TEXT_HEADER = "#Insight Transform File V1.0"
+# Largest ratio of a linear transform's largest to smallest stretch: beyond it, near-singular.
+MAX_CONDITION = 1e3
 
 _TYPE_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(double|float)_(\d+)_(\d+)$")
 
@@ -167,7 +170,8 @@ def _read_text(path: Path) -> sitk.Transform:
         return built[0] if len(built) == 1 else sitk.CompositeTransform(built)
     unknown = next(block.type_name for block in parts if block.base not in _BUILDERS)
     try:  # checked above; types such as BSplineTransform are left to SimpleITK
-        return sitk.ReadTransform(str(path))
+        with quiet_itk():
+            return sitk.ReadTransform(str(path))
     except RuntimeError:
         raise InputError(f"{path}: unsupported transform type {unknown}") from None
 
@@ -178,7 +182,8 @@ def _read_binary(path: Path) -> sitk.Transform:
             if stream.read(8) != HDF5_SIGNATURE:
                 raise InputError(f"{path}: not an HDF5 file")
     try:
-        return sitk.ReadTransform(str(path))
+        with quiet_itk():  # HDF5 prints its error stack on the C-level stderr
+            return sitk.ReadTransform(str(path))
     except RuntimeError:
         raise InputError(f"{path}: cannot read transform (truncated, corrupt or unsupported type)") from None
 
@@ -213,9 +218,16 @@ def _normalise(path: Path, transform: sitk.Transform) -> sitk.Transform:
     close_run()
     result = merged[0] if len(merged) == 1 else sitk.CompositeTransform(merged)
     if all(leaf.IsLinear() for leaf in merged):
-        det = float(np.linalg.det(affine_matrix(result)[:3, :3]))
+        linear = affine_matrix(result)[:3, :3]
+        det = float(np.linalg.det(linear))
         if not abs(det) > 1e-9:
             raise InputError(f"{path}: transform matrix is singular (determinant {det:.3g}); cannot be inverted")
+        condition = float(np.linalg.cond(linear))
+        if condition > MAX_CONDITION:
+            raise InputError(
+                f"{path}: transform is degenerate (condition number {condition:.3g}, limit {MAX_CONDITION:g}): "
+                "it squashes one direction almost flat, and its inverse stretches it"
+            )
     return result
 
 

@@ -9,7 +9,7 @@ saved the rotation as an ITK transform. With ``T`` the file's fixed→moving map
   neighbour, so label values are never mixed.
 
 ITK-SNAP reslices onto the main image's grid, which cuts off the corners of a rotated
-volume. Pass ``reference=`` that grid (or the labels' image) to reproduce it exactly. The
+volume; in Python, pass ``reference=`` that grid (or the labels' image) to reproduce it. The
 default grid here instead covers the whole rotated volume: the input's spacing and
 direction, and the bounding box (along those directions) of the input's corner voxel
 centres mapped through ``T⁻¹``. For the identity transform that is the input grid itself.
@@ -25,7 +25,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..limits import check_image_memory, describe_size
 from .rotation import affine_from_matrix, affine_matrix
+
+MIN_FRAME_VOXELS = 8  # the smallest window a model card may declare
 
 Interpolator = Literal["linear", "nearest"]
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
@@ -69,7 +72,7 @@ def frame_grid(image: sitk.Image, transform: sitk.Transform) -> Grid:
     """The default frame grid: whole rotated volume, input spacing and direction (see module doc)."""
     _check_3d(image, "image")
     if not transform.IsLinear():
-        raise InputError(f"{transform.GetName()} is not linear; pass a reference grid for the frame")
+        raise InputError(f"{transform.GetName()} is not linear; --transform takes linear (rigid or affine) transforms only")
     inverse = np.linalg.inv(affine_matrix(transform))
     size = np.array(image.GetSize(), dtype=float)
     spacing = np.array(image.GetSpacing(), dtype=float)
@@ -89,6 +92,15 @@ def frame_grid(image: sitk.Image, transform: sitk.Transform) -> Grid:
         tuple(float(v) for v in direction @ low),
         tuple(float(v) for v in direction.ravel()),
     )
+
+
+def check_frame_grid(grid: Grid, image: sitk.Image, source: str = "--transform") -> None:
+    """Refuse a frame grid that would not fit in memory, or that collapses to a few voxels."""
+    bytes_per_component = sitk.GetArrayViewFromImage(sitk.Image(1, 1, image.GetPixelID())).itemsize
+    check_image_memory(grid.size, bytes_per_component, image.GetNumberOfComponentsPerPixel(), source)
+    if min(grid.size) < MIN_FRAME_VOXELS:
+        raise InputError(f"{source}: the volume in the transform's frame is only {describe_size(grid.size)} voxels "
+                         f"(minimum {MIN_FRAME_VOXELS} per axis); the transform is degenerate")
 
 
 def _resample(
@@ -125,6 +137,7 @@ def resample_into_frame(
     _check_3d(image, "image")
     if reference is None:
         grid = frame_grid(image, transform)
+        check_frame_grid(grid, image)
     elif isinstance(reference, Grid):
         grid = reference
     else:
