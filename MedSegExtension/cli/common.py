@@ -17,8 +17,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or model folder (default: the bundled default model)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 0.95] (default 0.5)")
-    parser.add_argument("--window-batch", type=int, help="windows per forward pass (default: 1 on CPU, 4 on GPU)")
-    parser.add_argument("--tta", action="store_true", help="accurate mode: average over mirrored inputs (4× slower)")
+    parser.add_argument("--window-batch", type=int, help="windows per network call (default 4)")
+    parser.add_argument("--tta", action="store_true", help="accurate mode: also predict the left-right mirror, with left and right classes swapped, and average (about 2× slower)")
     parser.add_argument("--no-amp", action="store_true", help="full precision on GPUs (default: bf16/fp16 autocast)")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"),
                         help="progress display on stderr (auto: a bar when stderr is a terminal)")
