@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--structures", default="")
     parser.add_argument("--protocol", default="parallel-3")
     parser.add_argument("--slicer", action="store_true", help="also run Slicer's tools (slicer-core)")
+    parser.add_argument("--finetune", action="store_true", help="also run fine_tune with its defaults")
+    parser.add_argument("--time-cap", type=float, default=None, help="fine_tune's time budget (a cap)")
     args = parser.parse_args()
     task = load_task(args.task, [s for s in args.structures.split(",") if s] or None)
     slices = choose_slices(task.image, task.reference, task.values, PROTOCOLS[args.protocol])
@@ -36,6 +38,18 @@ def main() -> None:
     onehot = np.stack([grown == v for v in (0, *task.values)]).astype(np.float32)
     interp = np.argmax(fuse_with_interpolation(onehot, annotation, task.values, task.image.GetSpacing()), axis=0)
     results = {"grow": grown, "grow+interp": np.array([0, *task.values])[interp]}
+    if args.finetune:
+        from MedSegExtension.models.registry import ModelRegistry
+        from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune
+
+        start = time.perf_counter()
+        result = fine_tune(task.image, annotation, task.classes,
+                           FineTuneSettings(base_model=ModelRegistry().default_name(), time_budget=args.time_cap))
+        print(f"fine_tune: {time.perf_counter() - start:.0f} s, {result.steps} steps ({result.stopped_because}); "
+              f"choices {result.choices}; training {result.card.training}")
+        results["medseg"] = sitk.GetArrayFromImage(result.labels)
+        results["medseg-network"] = sitk.GetArrayFromImage(result.network_labels)
+        results["medseg-first"] = sitk.GetArrayFromImage(result.first_labels)
     if args.slicer:
         from benchmarks.sparse.run import run_slicer_method
 
