@@ -14,6 +14,7 @@ from MedSegExtension.metrics.overlap import overlap_metrics
 from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
 from MedSegExtension.sparse.choice import (
     GROWING,
+    INTERPOLATION,
     NETWORK,
     choose,
     class_dice_on,
@@ -55,11 +56,13 @@ def test_choice_goes_to_the_candidate_that_predicts_the_held_out_slice_better() 
     bad = np.roll(truth, 5, axis=2)  # shifted: wrong on the held-out slice
     good_dice, bad_dice = (class_dice_on(c, annotation, where, [1, 2]) for c in (good, bad))
     assert min(good_dice) > 0.99 > max(bad_dice)
-    assert choose(bad_dice, good_dice, [1, 2]) == {1: GROWING, 2: GROWING}
-    assert choose(good_dice, bad_dice, [1, 2]) == {1: NETWORK, 2: NETWORK}
-    assert choose([0.5, 0.9], [0.8, 0.9], [1, 2]) == {1: GROWING, 2: NETWORK}  # a tie stays with the network
-    assert choose(None, good_dice, [1, 2]) == {1: NETWORK, 2: NETWORK}  # nothing to choose by
-    composed = compose(bad, good, {1: GROWING, 2: NETWORK})
+    assert choose(bad_dice, {GROWING: good_dice}, [1, 2]) == {1: GROWING, 2: GROWING}
+    assert choose(good_dice, {GROWING: bad_dice}, [1, 2]) == {1: NETWORK, 2: NETWORK}
+    # A tie stays with the network; the best of several others wins.
+    assert choose([0.5, 0.9], {GROWING: [0.8, 0.9], INTERPOLATION: [0.85, 0.2]}, [1, 2]) == \
+        {1: INTERPOLATION, 2: NETWORK}
+    assert choose(None, {GROWING: good_dice}, [1, 2]) == {1: NETWORK, 2: NETWORK}  # nothing to choose by
+    composed = compose(bad, {GROWING: good}, {1: GROWING, 2: NETWORK})
     assert np.array_equal(composed == 1, good == 1)
     assert np.array_equal(composed == 2, (bad == 2) & (good != 1))
 
@@ -70,9 +73,12 @@ def test_fine_tune_takes_region_growing_where_an_undertrained_network_loses_on_t
     result = fine_tune(image, annotation, INFO, replace(FAST, max_steps=2))
     training = result.card.training
     network, growing = training["network_held_out_class_dice"], training["region_growing_held_out_dice"]
-    expected = {info.name: GROWING if g > n else NETWORK for info, n, g in zip(INFO, network, growing)}
+    interpolation = training["interpolation_held_out_class_dice"]
+    expected = {}
+    for info, n, g, s in zip(INFO, network, growing, interpolation):
+        expected[info.name] = NETWORK if max(g, s) <= n else (GROWING if g >= s else INTERPOLATION)
     assert result.choices == expected == training["structure_choices"]
-    assert GROWING in expected.values()  # two steps of a tiny network do not beat growing on bright balls
+    assert NETWORK not in expected.values()  # two steps of a tiny network beat neither on bright balls
     labels = sitk.GetArrayFromImage(result.labels)
     assert overlap_metrics(labels == 1, truth == 1).dice > 0.85
     first = sitk.GetArrayFromImage(result.first_labels)
@@ -120,3 +126,14 @@ def test_the_step_budget_not_the_clock_ends_training_so_a_busy_cpu_changes_nothi
     assert quiet.card.training["step_budget"] == 8 == quiet.steps == loaded.steps
     assert quiet.stopped_because == loaded.stopped_because
     assert np.array_equal(sitk.GetArrayFromImage(quiet.labels), sitk.GetArrayFromImage(loaded.labels))
+
+
+def test_interpolation_alone_fills_between_slices_and_says_nothing_beyond_them() -> None:
+    from MedSegExtension.sparse.interpolation import interpolated_labels
+
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 12), SliceRef("k", 20)])
+    labels = interpolated_labels(annotation, [1, 2], image.GetSpacing())
+    inside = slice(12, 21)
+    assert overlap_metrics(labels[inside] == 1, truth[inside] == 1).dice > 0.85
+    assert not labels[:12].any() and not labels[21:].any()

@@ -1,10 +1,11 @@
-"""Per structure: the network or region growing, whichever predicts the held-out slice better.
+"""Per structure: the network, region growing or interpolation, whichever predicts the held-out slice best.
 
 The best method differs per structure (a deep nucleus with no edge to its neighbours, bone with
-a sharp one); the user's own held-out slice tells which, with no reference data. Region growing
-is grown again from the other slices to be scored, so neither candidate has seen the slice
-(the network's score is its best held-out Dice during training, which favours it slightly: a
-structure goes to region growing only when that scores strictly higher).
+a sharp one, a smooth shape between close slices); the user's own held-out slice tells which,
+with no reference data. Region growing and interpolation are computed again from the other
+slices to be scored, so no candidate has seen the slice (the network's score is its best
+held-out Dice during training, which favours it slightly: a structure leaves the network only
+for a candidate that scores strictly higher).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from ..metrics.overlap import overlap_metrics
 from .annotations import SliceRef, SparseAnnotation
 
-NETWORK, GROWING = "network", "region growing"
+NETWORK, GROWING, INTERPOLATION = "network", "region growing", "interpolation"
 
 
 def step_budget(classes: int) -> int:
@@ -37,20 +38,29 @@ def class_dice_on(labels: np.ndarray, annotation: SparseAnnotation, where: np.nd
     return [float(overlap_metrics(predicted == v, reference == v).dice) for v in values]
 
 
-def choose(network_dice: Sequence[float] | None, growing_dice: Sequence[float] | None,
+def choose(network_dice: Sequence[float] | None, others: dict[str, Sequence[float]],
            values: Sequence[int]) -> dict[int, str]:
-    """The candidate per class value: region growing only where it scores strictly higher."""
-    if network_dice is None or growing_dice is None:
+    """The candidate per class value: another than the network only where it scores strictly higher
+    (the first listed wins a tie between others); the network wherever nothing was measured."""
+    if network_dice is None:
         return {value: NETWORK for value in values}
-    return {value: GROWING if g > n else NETWORK for value, n, g in zip(values, network_dice, growing_dice)}
+    choices = {}
+    for index, value in enumerate(values):
+        best, score = NETWORK, network_dice[index]
+        for name, dice in others.items():
+            if dice[index] > score:
+                best, score = name, dice[index]
+        choices[value] = best
+    return choices
 
 
-def compose(network_labels: np.ndarray, grown: np.ndarray, choices: dict[int, str]) -> np.ndarray:
-    """The network's labels, with each class chosen for region growing replaced by its grown mask."""
+def compose(network_labels: np.ndarray, candidates: dict[str, np.ndarray], choices: dict[int, str]) -> np.ndarray:
+    """The network's labels, with each class chosen for another candidate replaced by that candidate's mask."""
     result = network_labels.copy()
-    chosen = [value for value, how in choices.items() if how == GROWING]
+    chosen = [value for value, how in choices.items() if how != NETWORK]
     for value in chosen:
         result[result == value] = 0
     for value in chosen:
-        result[(grown == value) & ((result == 0) | np.isin(result, chosen))] = value
+        mask = candidates[choices[value]] == value
+        result[mask & ((result == 0) | np.isin(result, chosen))] = value
     return result

@@ -48,11 +48,20 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
-from .choice import GROWING, NETWORK, choose, class_dice_on, compose, held_out_voxels, step_budget
+from .choice import (
+    GROWING,
+    INTERPOLATION,
+    NETWORK,
+    choose,
+    class_dice_on,
+    compose,
+    held_out_voxels,
+    step_budget,
+)
 from .class_names import left_right_pairs, matching_class
 from .growing import grow_labels
 from .held_out import choose_held_out, held_out_class_dice
-from .interpolation import fuse_with_interpolation, interpolation_held_out_dice
+from .interpolation import fuse_with_interpolation, interpolated_labels, interpolation_held_out_dice
 from .patches import PatchSampler, augment
 from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
 from .suggest import structure_region, suggest_slices
@@ -85,8 +94,8 @@ class FineTuneSettings:
     # Average the network with shape interpolation between annotated parallel slices (interpolation.py),
     # unless interpolation scores below the network on the held-out slice.
     interpolate_between_slices: bool = True
-    # Per structure, replace the network by region growing from the annotated voxels (growing.py)
-    # where that predicts the held-out slice better (choice.py).
+    # Per structure, replace the network by region growing from the annotated voxels (growing.py) or
+    # by interpolation where that predicts the held-out slice better (choice.py).
     choose_per_structure: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
@@ -108,7 +117,7 @@ class FineTuneResult:
     reused_classes: list[str]
     network_labels: sitk.Image  # the network's own dense prediction, before interpolation was fused in
     first_labels: sitk.Image | None = None  # the answer before training: region growing from the annotation
-    choices: dict[str, str] = field(default_factory=dict)  # structure name -> "network" or "region growing"
+    choices: dict[str, str] = field(default_factory=dict)  # structure -> network, region growing or interpolation
 
 
 def _build_network(
@@ -367,16 +376,17 @@ def fine_tune(
         probabilities = fuse_with_interpolation(probabilities, annotation, values, image.GetSpacing())
         labels = _finish_labels(probabilities, card, annotation, image, settings)
     choices = {value: NETWORK for value in values}
-    if grown is not None:
-        growing_dice = None
-        if held_out is not None:
-            rest_grown = grow_labels(image_array, annotation.without(held_out), image.GetSpacing())
-            growing_dice = class_dice_on(rest_grown, annotation, held_out_voxels(annotation, held_out), values)
-            card.training["region_growing_held_out_dice"] = [round(d, 4) for d in growing_dice]
-            card.training["network_held_out_class_dice"] = [round(d, 4) for d in best_classes or []]
-        choices = choose(best_classes if held_out is not None else None, growing_dice, values)
-        if GROWING in choices.values():
-            array = compose(sitk.GetArrayFromImage(labels), grown, choices)
+    if grown is not None and held_out is not None:
+        rest, where, spacing = annotation.without(held_out), held_out_voxels(annotation, held_out), image.GetSpacing()
+        scores = {GROWING: class_dice_on(grow_labels(image_array, rest, spacing), annotation, where, values),
+                  INTERPOLATION: class_dice_on(interpolated_labels(rest, values, spacing), annotation, where, values)}
+        card.training["network_held_out_class_dice"] = [round(d, 4) for d in best_classes or []]
+        card.training["region_growing_held_out_dice"] = [round(d, 4) for d in scores[GROWING]]
+        card.training["interpolation_held_out_class_dice"] = [round(d, 4) for d in scores[INTERPOLATION]]
+        choices = choose(best_classes, scores, values)
+        if set(choices.values()) != {NETWORK}:
+            candidates = {GROWING: grown, INTERPOLATION: interpolated_labels(annotation, values, spacing)}
+            array = compose(sitk.GetArrayFromImage(labels), candidates, choices)
             labels = keep_annotated_labels(image_like(array, image), annotation)
     names = {label.value: label.name for label in classes}
     chosen = {names[value]: how for value, how in choices.items()}
