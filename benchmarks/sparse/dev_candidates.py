@@ -15,7 +15,7 @@ from benchmarks.sparse.protocols import PROTOCOLS, choose_slices, sparse_annotat
 from benchmarks.sparse.tasks import load_task
 from MedSegExtension.metrics.overlap import overlap_metrics
 from MedSegExtension.sparse.growing import grow_labels
-from MedSegExtension.sparse.interpolation import fuse_with_interpolation
+from MedSegExtension.sparse.interpolation import interpolated_labels
 
 
 def main() -> None:
@@ -35,9 +35,7 @@ def main() -> None:
     start = time.perf_counter()
     grown = grow_labels(image, annotation, task.image.GetSpacing())
     print(f"grow: {time.perf_counter() - start:.1f} s on {image.shape}")
-    onehot = np.stack([grown == v for v in (0, *task.values)]).astype(np.float32)
-    interp = np.argmax(fuse_with_interpolation(onehot, annotation, task.values, task.image.GetSpacing()), axis=0)
-    results = {"grow": grown, "grow+interp": np.array([0, *task.values])[interp]}
+    results = {"grow": grown, "interpolation": interpolated_labels(annotation, task.values, task.image.GetSpacing())}
     if args.finetune:
         from MedSegExtension.models.registry import ModelRegistry
         from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune
