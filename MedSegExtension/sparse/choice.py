@@ -16,6 +16,8 @@ import numpy as np
 
 from ..metrics.overlap import overlap_metrics
 from .annotations import SliceRef, SparseAnnotation
+from .growing import grow_labels
+from .interpolation import interpolated_labels
 
 NETWORK, GROWING, INTERPOLATION = "network", "region growing", "interpolation"
 
@@ -64,3 +66,23 @@ def compose(network_labels: np.ndarray, candidates: dict[str, np.ndarray], choic
         mask = candidates[choices[value]] == value
         result[mask & ((result == 0) | np.isin(result, chosen))] = value
     return result
+
+
+def choose_and_compose(network_labels: np.ndarray, image: np.ndarray, spacing_ijk: Sequence[float],
+                       annotation: SparseAnnotation, held_out: SliceRef, values: Sequence[int],
+                       network_dice: Sequence[float] | None, grown: np.ndarray
+                       ) -> tuple[np.ndarray, dict[int, str], dict[str, list[float]]]:
+    """Score region growing and interpolation on the held-out slice from the other slices, choose per
+    class against the network's ``network_dice``, and compose: (labels, choices, the scores for the card)."""
+    rest, where = annotation.without(held_out), held_out_voxels(annotation, held_out)
+    scores = {GROWING: class_dice_on(grow_labels(image, rest, spacing_ijk), annotation, where, values),
+              INTERPOLATION: class_dice_on(interpolated_labels(rest, values, spacing_ijk), annotation, where, values)}
+    choices = choose(network_dice, scores, values)
+    labels = network_labels
+    if set(choices.values()) != {NETWORK}:
+        candidates = {GROWING: grown, INTERPOLATION: interpolated_labels(annotation, values, spacing_ijk)}
+        labels = compose(network_labels, candidates, choices)
+    record = {"network_held_out_class_dice": [round(d, 4) for d in network_dice or []],
+              "region_growing_held_out_dice": [round(d, 4) for d in scores[GROWING]],
+              "interpolation_held_out_class_dice": [round(d, 4) for d in scores[INTERPOLATION]]}
+    return labels, choices, record

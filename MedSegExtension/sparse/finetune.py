@@ -48,20 +48,11 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
-from .choice import (
-    GROWING,
-    INTERPOLATION,
-    NETWORK,
-    choose,
-    class_dice_on,
-    compose,
-    held_out_voxels,
-    step_budget,
-)
+from .choice import NETWORK, choose_and_compose, step_budget
 from .class_names import left_right_pairs, matching_class
 from .growing import grow_labels
 from .held_out import choose_held_out, held_out_class_dice
-from .interpolation import fuse_with_interpolation, interpolated_labels, interpolation_held_out_dice
+from .interpolation import fuse_with_interpolation, interpolation_held_out_dice
 from .patches import PatchSampler, augment
 from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
 from .suggest import structure_region, suggest_slices
@@ -377,17 +368,10 @@ def fine_tune(
         labels = _finish_labels(probabilities, card, annotation, image, settings)
     choices = {value: NETWORK for value in values}
     if grown is not None and held_out is not None:
-        rest, where, spacing = annotation.without(held_out), held_out_voxels(annotation, held_out), image.GetSpacing()
-        scores = {GROWING: class_dice_on(grow_labels(image_array, rest, spacing), annotation, where, values),
-                  INTERPOLATION: class_dice_on(interpolated_labels(rest, values, spacing), annotation, where, values)}
-        card.training["network_held_out_class_dice"] = [round(d, 4) for d in best_classes or []]
-        card.training["region_growing_held_out_dice"] = [round(d, 4) for d in scores[GROWING]]
-        card.training["interpolation_held_out_class_dice"] = [round(d, 4) for d in scores[INTERPOLATION]]
-        choices = choose(best_classes, scores, values)
-        if set(choices.values()) != {NETWORK}:
-            candidates = {GROWING: grown, INTERPOLATION: interpolated_labels(annotation, values, spacing)}
-            array = compose(sitk.GetArrayFromImage(labels), candidates, choices)
-            labels = keep_annotated_labels(image_like(array, image), annotation)
+        array, choices, scores = choose_and_compose(sitk.GetArrayFromImage(labels), image_array, image.GetSpacing(),
+                                                    annotation, held_out, values, best_classes, grown)
+        card.training.update(scores)
+        labels = keep_annotated_labels(image_like(array, image), annotation)
     names = {label.value: label.name for label in classes}
     chosen = {names[value]: how for value, how in choices.items()}
     card.training["structure_choices"] = chosen
