@@ -270,6 +270,10 @@ def test_cli_json_summary(sparse_case, capsys) -> None:
     summary = events[-1]["result"]
     assert summary["model"] == "blobs" and summary["version"] == "1" and summary["steps"] == 3
     assert summary["held_out_slice"] == "k:16" and set(summary["suggestions"]) == {"i", "j", "k"}
+    card = ModelRegistry().find("blobs")
+    assert summary["structure_choices"] == card.training["structure_choices"]
+    assert len(summary["structure_choices"]) == 2
+    assert set(summary["structure_choices"].values()) <= {"network", "region growing"}
     assert any(e.get("message", "").startswith("step 3, loss") for e in events if "message" in e)
 
 

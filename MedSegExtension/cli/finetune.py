@@ -40,8 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     base.add_argument("--model", help="base model to start from (default: the bundled default model)")
     base.add_argument("--from-scratch", action="store_true", help="start from random weights")
     parser.add_argument("--name", required=True, help="name of the new user model (saved as NAME, NAME-v2, …)")
-    parser.add_argument("--time-budget", type=float, help="seconds of training (default 150 on CPU, 30 on GPU)")
-    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--time-budget", type=float,
+                        help="cap on the seconds of a round (default 120 on CPU, 30 on GPU); the steps, not the "
+                             "clock, normally end training")
+    parser.add_argument("--max-steps", type=int,
+                        help="training steps (default: set by the number of structures, so a busy CPU "
+                             "does not change the result)")
     parser.add_argument("--use-unrelated-base", action="store_true",
                         help="fine-tune the base model even when it knows none of the segments (by name); "
                              "by default training then starts from scratch")
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
             "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
             "held_out_slice": str(result.held_out) if result.held_out else None,
             "held_out_dice": result.held_out_dice, "reused_classes": result.reused_classes,
+            "structure_choices": result.choices,
             "suggestions": {axis: [{"index": i, "score": s} for i, s in picks] for axis, picks in result.suggestions.items()},
         })
     skipped = result.card.training.get("unrelated_base_model_skipped")
@@ -162,6 +167,8 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     print(f"trained {start} for {result.steps} steps in {result.seconds:.0f} s ({result.stopped_because})")
     if result.reused_classes:
         print(f"classes that kept the base model's output channel: {', '.join(result.reused_classes)}")
+    if result.choices:
+        print("per structure: " + ", ".join(f"{name}: {how}" for name, how in result.choices.items()))
     if result.held_out is not None:
         print(f"held-out slice {result.held_out}: mean Dice {result.held_out_dice:.3f}")
     else:

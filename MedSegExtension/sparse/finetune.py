@@ -48,8 +48,10 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
+from .choice import NETWORK, choose_and_compose, step_budget
 from .class_names import left_right_pairs, matching_class
-from .held_out import choose_held_out, held_out_dice
+from .growing import grow_labels
+from .held_out import choose_held_out, held_out_class_dice
 from .interpolation import fuse_with_interpolation, interpolation_held_out_dice
 from .patches import PatchSampler, augment
 from .priors import apply_annotation_priors, class_boxes, keep_annotated_labels, union_mask
@@ -60,8 +62,8 @@ from .targets import grid_coverage, sparse_targets
 @dataclass
 class FineTuneSettings:
     base_model: str | None = None  # name or folder; None trains from scratch
-    time_budget: float | None = None  # seconds; default 150 on the CPU, 30 on a GPU
-    max_steps: int = 3000
+    time_budget: float | None = None  # a cap, in seconds; default 120 on the CPU, 30 on a GPU
+    max_steps: int | None = None  # default: set by the problem (choice.step_budget), so load does not change it
     device: str = "auto"
     seed: int = 0
     patch_size: tuple[int, int, int] | None = None  # (i, j, k); default: the base model's window, else 48³
@@ -83,6 +85,9 @@ class FineTuneSettings:
     # Average the network with shape interpolation between annotated parallel slices (interpolation.py),
     # unless interpolation scores below the network on the held-out slice.
     interpolate_between_slices: bool = True
+    # Per structure, replace the network by region growing from the annotated voxels (growing.py) or
+    # by interpolation where that predicts the held-out slice better (choice.py).
+    choose_per_structure: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
 
@@ -102,6 +107,8 @@ class FineTuneResult:
     suggestions: dict[str, list[tuple[int, float]]]
     reused_classes: list[str]
     network_labels: sitk.Image  # the network's own dense prediction, before interpolation was fused in
+    first_labels: sitk.Image | None = None  # the answer before training: region growing from the annotation
+    choices: dict[str, str] = field(default_factory=dict)  # structure -> network, region growing or interpolation
 
 
 def _build_network(
@@ -189,7 +196,7 @@ def fine_tune(
     cancel = cancel or CancelToken()
     start = time.perf_counter()
     device = resolve_device(settings.device)
-    budget = settings.time_budget or (30.0 if device.type == "cuda" else 150.0)
+    budget = settings.time_budget or (30.0 if device.type == "cuda" else 120.0)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
 
@@ -211,9 +218,15 @@ def fine_tune(
     card = _card_for(image, base, classes, settings, name)
     network, reused = _build_network(base, classes, settings, device)
 
+    if settings.max_steps is None:
+        settings = replace(settings, max_steps=step_budget(len(classes)))
     held_out = choose_held_out(annotation) if settings.hold_out else None
-    case = prepare_case(image, card, crop=False)
     values = [label.value for label in classes]
+    image_array = sitk.GetArrayFromImage(image)
+    grown = grow_labels(image_array, annotation, image.GetSpacing()) if settings.choose_per_structure else None
+    if grown is not None:
+        progress(0.0, "first answer ready: region growing from the annotated slices")
+    case = prepare_case(image, card, crop=False)
     full = sparse_targets(annotation, image, case.model_grid, values, card.orientation)
     train, validation = full, None
     if held_out is not None:
@@ -244,6 +257,7 @@ def fine_tune(
     setup_seconds = time.perf_counter() - start
     losses: list[float] = []
     best_dice, best_state, best_step, stale, step = -1.0, None, 0, 0, 0
+    best_classes: list[float] | None = None  # each class's held-out Dice at the best state
     final_phase_end: int | None = None  # step at which training ends once the held-out slice has rejoined
     stopped = "step limit"
     network.train()
@@ -261,7 +275,8 @@ def fine_tune(
         if final_phase_end is not None and step >= final_phase_end:
             stopped = "held-out Dice stopped improving; final phase with all slices done"
             break
-        if validation is not None and step and elapsed - setup_seconds > 0.7 * (training_time - setup_seconds):
+        if validation is not None and step and (step >= 0.7 * settings.max_steps
+                                                or elapsed - setup_seconds > 0.7 * (training_time - setup_seconds)):
             stale = settings.patience  # time to let the held-out slice rejoin
         if validation is not None and stale >= settings.patience:
             # The held-out slice has told us when to stop; now it joins the training set for a
@@ -269,7 +284,8 @@ def fine_tune(
             if best_state is not None:
                 network.load_state_dict(best_state)
             else:  # no validation yet (a short budget): measure the slice before it joins training
-                best_dice, best_step = held_out_dice(network, case.image, full[0], validation, card, device), step
+                best_classes = held_out_class_dice(network, case.image, full[0], validation, card, device)
+                best_dice, best_step = float(np.mean(best_classes)), step
                 network.train()
             sampler, validation = sampler_for(full), None
             final_phase_end = step + max(settings.validate_every, best_step // 2)
@@ -296,18 +312,21 @@ def fine_tune(
         progress(min(0.9 * max(step / settings.max_steps, (budget - remaining) / budget), 0.9),
                  f"step {step}, loss {np.mean(losses[-10:]):.3f}, ~{remaining:.0f} s left")
         if validation is not None and step % settings.validate_every == 0:
-            dice = held_out_dice(network, case.image, full[0], validation, card, device)
+            per_class = held_out_class_dice(network, case.image, full[0], validation, card, device)
+            dice = float(np.mean(per_class))
             network.train()
             if dice > best_dice + 1e-4:
                 best_dice, best_state, best_step, stale = dice, copy.deepcopy(network.state_dict()), step, 0
+                best_classes = per_class
             else:
                 stale += 1
     if step == 0:
         raise InputError(f"time budget of {budget:.0f} s ended before the first training step")
     if validation is not None:  # the budget ended before the final phase: keep the best state seen
-        final = held_out_dice(network, case.image, full[0], validation, card, device)
+        final_classes = held_out_class_dice(network, case.image, full[0], validation, card, device)
+        final = float(np.mean(final_classes))
         if final >= best_dice or best_state is None:
-            best_dice = final
+            best_dice, best_classes = final, final_classes
         else:
             network.load_state_dict(best_state)
     network.eval()
@@ -325,6 +344,8 @@ def fine_tune(
         "steps": step,
         "seconds": round(time.perf_counter() - start, 1),
         "stopped_because": stopped,
+        "step_budget": settings.max_steps,
+        "time_cap_seconds": budget,
         "device": str(device),
         "seed": settings.seed,
         "medseg_version": __version__,
@@ -345,6 +366,15 @@ def fine_tune(
     if fuse:
         probabilities = fuse_with_interpolation(probabilities, annotation, values, image.GetSpacing())
         labels = _finish_labels(probabilities, card, annotation, image, settings)
+    choices = {value: NETWORK for value in values}
+    if grown is not None and held_out is not None:
+        array, choices, scores = choose_and_compose(sitk.GetArrayFromImage(labels), image_array, image.GetSpacing(),
+                                                    annotation, held_out, values, best_classes, grown)
+        card.training.update(scores)
+        labels = keep_annotated_labels(image_like(array, image), annotation)
+    names = {label.value: label.name for label in classes}
+    chosen = {names[value]: how for value, how in choices.items()}
+    card.training["structure_choices"] = chosen
     uncertainty = entropy_map(probabilities)
     return FineTuneResult(
         card=card, network=network, labels=labels, uncertainty=image_like(uncertainty, image), held_out=held_out,
@@ -353,6 +383,8 @@ def fine_tune(
         suggestions=suggest_slices(uncertainty, annotation.slices, settings.suggestions,
                                    region=structure_region(sitk.GetArrayViewFromImage(labels))),
         reused_classes=reused, network_labels=network_labels,
+        first_labels=None if grown is None else keep_annotated_labels(image_like(grown, image), annotation),
+        choices=chosen,
     )
 
 

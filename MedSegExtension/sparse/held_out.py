@@ -47,6 +47,12 @@ def choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
 def held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
                    card: ModelCard, device: torch.device) -> float:
     """Mean Dice over the classes on the held-out voxels, predicting only a slab around them."""
+    return float(np.mean(held_out_class_dice(network, image, target, validation, card, device)))
+
+
+def held_out_class_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,
+                        card: ModelCard, device: torch.device) -> list[float]:
+    """Each class's Dice on the held-out voxels (class order of the card)."""
     network.eval()
     box = _slab_around(validation, card.window_size[::-1])
     probabilities = sliding_window_probabilities(
@@ -57,7 +63,7 @@ def held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, valida
     reference = target[box][mask]
     predicted = prediction[mask]
     classes = range(1, card.num_classes)
-    return float(np.mean([overlap_metrics(predicted == c, reference == c).dice for c in classes]))
+    return [float(overlap_metrics(predicted == c, reference == c).dice) for c in classes]
 
 
 def _slab_around(mask: np.ndarray, window: Sequence[int]) -> tuple[slice, ...]:

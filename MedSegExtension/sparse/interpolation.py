@@ -95,6 +95,15 @@ def fuse_with_interpolation(probabilities: np.ndarray, annotation: SparseAnnotat
     return (probabilities + votes) / (1.0 + count)[None]
 
 
+def interpolated_labels(annotation: SparseAnnotation, values: Sequence[int], spacing_ijk: Sequence[float]) -> np.ndarray:
+    """Interpolation alone as (k, j, i) labels: background where no pair of slices encloses a voxel."""
+    votes, count = interpolated_probabilities(annotation, values, spacing_ijk)
+    labels = np.asarray([0, *values], dtype=annotation.labels.dtype)[np.argmax(votes, axis=0)]
+    labels[count == 0] = 0
+    labels[annotation.known] = annotation.labels[annotation.known]
+    return labels
+
+
 def interpolation_held_out_dice(annotation: SparseAnnotation, held_out: SliceRef, values: Sequence[int],
                                 spacing_ijk: Sequence[float]) -> float | None:
     """Mean Dice over the classes of interpolation alone on the held-out slice, interpolated from the

@@ -1,0 +1,62 @@
+"""Development check (dev tasks only): the engine's cheap candidates against Slicer's tools, per structure.
+
+    .venv/bin/python -m benchmarks.sparse.dev_candidates --task colin27 --structures Caudate_L,Putamen_L
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from benchmarks.sparse.protocols import PROTOCOLS, choose_slices, sparse_annotation
+from benchmarks.sparse.tasks import load_task
+from MedSegExtension.metrics.overlap import overlap_metrics
+from MedSegExtension.sparse.growing import grow_labels
+from MedSegExtension.sparse.interpolation import interpolated_labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--task", default="colin27")
+    parser.add_argument("--structures", default="")
+    parser.add_argument("--protocol", default="parallel-3")
+    parser.add_argument("--slicer", action="store_true", help="also run Slicer's tools (slicer-core)")
+    parser.add_argument("--finetune", action="store_true", help="also run fine_tune with its defaults")
+    parser.add_argument("--time-cap", type=float, default=None, help="fine_tune's time budget (a cap)")
+    args = parser.parse_args()
+    task = load_task(args.task, [s for s in args.structures.split(",") if s] or None)
+    slices = choose_slices(task.image, task.reference, task.values, PROTOCOLS[args.protocol])
+    annotation = sparse_annotation(task.image, task.reference, slices)
+    image = sitk.GetArrayFromImage(task.image)
+    truth = sitk.GetArrayFromImage(task.reference)
+    start = time.perf_counter()
+    grown = grow_labels(image, annotation, task.image.GetSpacing())
+    print(f"grow: {time.perf_counter() - start:.1f} s on {image.shape}")
+    results = {"grow": grown, "interpolation": interpolated_labels(annotation, task.values, task.image.GetSpacing())}
+    if args.finetune:
+        from MedSegExtension.models.registry import ModelRegistry
+        from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune
+
+        start = time.perf_counter()
+        result = fine_tune(task.image, annotation, task.classes,
+                           FineTuneSettings(base_model=ModelRegistry().default_name(), time_budget=args.time_cap))
+        print(f"fine_tune: {time.perf_counter() - start:.0f} s, {result.steps} steps ({result.stopped_because}); "
+              f"choices {result.choices}; training {result.card.training}")
+        results["medseg"] = sitk.GetArrayFromImage(result.labels)
+        results["medseg-network"] = sitk.GetArrayFromImage(result.network_labels)
+        results["medseg-first"] = sitk.GetArrayFromImage(result.first_labels)
+    if args.slicer:
+        from benchmarks.sparse.run import run_slicer_method
+
+        for method in ("fill-between-slices", "grow-from-seeds"):
+            results[method] = sitk.GetArrayFromImage(run_slicer_method(method, task, slices))
+    for name, labels in results.items():
+        dice = [overlap_metrics(labels == v, truth == v).dice for v in task.values]
+        print(f"{args.task} {args.protocol} {name:20s} mean {np.mean(dice):.3f}  " + " ".join(f"{d:.3f}" for d in dice))
+
+
+if __name__ == "__main__":
+    main()
