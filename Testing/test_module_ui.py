@@ -179,4 +179,5 @@ def test_spin_box_ranges_agree_with_the_parameter_node(panel):
     assert checked == 2
     budget = bound["sparseTimeBudget"]
     assert budget.specialValueText() == "automatic" and budget.minimum() == 0.0 == MedSegParameters.sparseTimeBudget
-    assert bound["sparseMaxSteps"].specialValueText() == ""
+    steps = bound["sparseMaxSteps"]
+    assert steps.specialValueText() == "automatic" and steps.minimum() == 0 == MedSegParameters.sparseMaxSteps

@@ -153,8 +153,11 @@ def test_engine_output_is_parsed_into_model_dice_and_suggestions():
         "  i: 0 (1.00), 24 (0.75)",
         "  j: none",
         "  k: 30 (0.90)",
+        json.dumps({"result": {"model": "liver", "structure_choices": {"Liver, left lobe": "growing", "Tumour": "network"}}}),
     ]
     report = parse_finetune_output(lines)
+    assert report.structure_choices == {"Liver, left lobe": "growing", "Tumour": "network"}
+    assert report.describe_choices() == "Liver, left lobe: growing, Tumour: network"
     assert (report.model_name, report.model_version, report.model_folder) == ("liver", "2", "/home/u/MedSeg/models/liver-v2")
     assert (report.held_out, report.held_out_dice) == ("k:16", 0.812)
     assert report.suggestions == {"i": [(0, 1.0), (24, 0.75)], "j": [], "k": [(30, 0.9)]}

@@ -21,7 +21,7 @@ except ImportError:  # the slicer-core wheel has no parameterNodeWrapper: keep t
 # Bounds of the spin boxes (the GUI connectors set them from these; the .ui shows the same).
 # A time budget of 0 is the spin box's special value "automatic": the engine's default.
 TIME_BUDGET_RANGE = (0.0, 7200.0)
-MAX_STEPS_RANGE = (1, 100000)
+MAX_STEPS_RANGE = (0, 100000)
 
 
 class DeviceChoice(enum.Enum):
@@ -52,8 +52,8 @@ class MedSegParameters:
     annotationSegmentation - the user's sparse annotation (its segments are the classes).
     sparseModelName - the name the fine-tuned model is saved under ("" = from the volume's name).
     sparseFromScratch - train from random weights instead of the selected model.
-    sparseTimeBudget - seconds of training (0, shown as "automatic" = the engine's default: 150 on CPU, 30 on GPU).
-    sparseMaxSteps - at most this many training steps.
+    sparseTimeBudget - a cap on seconds of training (0, shown as "automatic" = the engine's default: 120 on CPU, 30 on GPU).
+    sparseMaxSteps - training steps (0, shown as "automatic" = the engine's step budget, set by the annotation).
     sparsePrediction - the latest fine-tuned prediction (a separate segmentation).
     evaluatePrediction, evaluateReference - the two segmentations to compare.
     evaluateSurface - also compute surface distances (HD95, HD, ASSD).
@@ -71,7 +71,7 @@ class MedSegParameters:
     sparseModelName: str = ""
     sparseFromScratch: bool = False
     sparseTimeBudget: Annotated[float, WithinRange(*TIME_BUDGET_RANGE)] = 0.0
-    sparseMaxSteps: Annotated[int, WithinRange(*MAX_STEPS_RANGE)] = 3000
+    sparseMaxSteps: Annotated[int, WithinRange(*MAX_STEPS_RANGE)] = 0
     sparsePrediction: vtkMRMLSegmentationNode
     evaluatePrediction: vtkMRMLSegmentationNode
     evaluateReference: vtkMRMLSegmentationNode

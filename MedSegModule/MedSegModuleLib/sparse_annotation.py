@@ -224,7 +224,7 @@ class SparseSettings:
     base_model: str | None = None
     from_scratch: bool = False
     time_budget: float | None = None
-    max_steps: int = 3000
+    max_steps: int | None = None  # None: the engine's step budget, set by the annotation
     device: str = "auto"
     home: str | None = None
 
@@ -257,15 +257,23 @@ class FineTuneReport:
     held_out: str | None
     held_out_dice: float | None
     suggestions: dict[str, list[tuple[int, float]]]
+    # per structure, the answer kept (network, growing, interpolation): the engine's JSON summary
+    structure_choices: dict[str, str] = field(default_factory=dict)
+
+    def describe_choices(self) -> str:
+        return ", ".join(f"{name}: {how}" for name, how in self.structure_choices.items())
 
 
 def parse_finetune_output(lines: Iterable[str]) -> FineTuneReport:
     saved = held_out = None
     suggestions: dict[str, list[tuple[int, float]]] = {}
+    choices: dict[str, str] = {}
     in_suggestions = False
     for line in lines:
         text = line.rstrip()
-        if match := _SAVED.match(text):
+        if text.startswith('{"result"'):
+            choices = _structure_choices(text) or choices
+        elif match := _SAVED.match(text):
             saved = match.groups()
         elif match := _HELD_OUT.match(text):
             held_out = (match.group(1), float(match.group(2)))
@@ -276,7 +284,17 @@ def parse_finetune_output(lines: Iterable[str]) -> FineTuneReport:
     if saved is None:
         raise InputError("the fine-tuning ended without saying where it saved the model")
     return FineTuneReport(saved[0], saved[1], saved[2], held_out[0] if held_out else None,
-                          held_out[1] if held_out else None, suggestions)
+                          held_out[1] if held_out else None, suggestions, choices)
+
+
+def _structure_choices(text: str) -> dict[str, str]:
+    """``structure_choices`` of the engine's final ``{"result": {...}}`` line (``--progress json``)."""
+    try:
+        summary = json.loads(text).get("result", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    choices = summary.get("structure_choices") if isinstance(summary, dict) else None
+    return {str(name): str(how) for name, how in choices.items()} if isinstance(choices, dict) else {}
 
 
 def parse_suggestions_json(text: str) -> dict[str, list[tuple[int, float]]]:
@@ -319,7 +337,7 @@ class SparseRun(EngineRun):
         if volume_node.GetScene() is not scene:
             raise InputError(f"{volume_node.GetName()}: input volume is not in this scene")
         check_model_name(settings.model_name)
-        if settings.max_steps < 1:
+        if settings.max_steps is not None and settings.max_steps < 1:
             raise InputError(f"maximum steps {settings.max_steps}: must be at least 1")
         use_base = settings.base_model and not settings.from_scratch
         self.base_card: ModelCard | None = resolve_model(settings.base_model) if use_base else None
@@ -338,12 +356,14 @@ class SparseRun(EngineRun):
         volume = write_image(volume_node_to_sitk(self.volume_node), workdir / "input.nrrd", compress=False)
         labels = write_labelmap(self.prepared.labels, workdir / "annotation.seg.nrrd", self.prepared.classes)
         args = ["finetune", str(volume), "--labels", str(labels), "--slices", self.prepared.slice_spec,
-                "--name", self.settings.model_name, "--max-steps", str(self.settings.max_steps),
+                "--name", self.settings.model_name,
                 "--device", self.settings.device, "-o", str(workdir / "prediction.seg.nrrd"), "--progress", "json"]
         if self.settings.from_scratch:
             args.append("--from-scratch")
         elif self.base_card is not None:
             args += ["--model", str(self.base_card.folder)]
+        if self.settings.max_steps is not None:
+            args += ["--max-steps", str(self.settings.max_steps)]
         if self.settings.time_budget:
             args += ["--time-budget", f"{self.settings.time_budget:g}"]
         return args
@@ -362,6 +382,7 @@ class SparseRun(EngineRun):
             "AnnotatedSlices": self.prepared.slice_spec, "InputVolume": self.volume_node.GetName(),
             "Annotation": self.annotation_node.GetName(), "HeldOutSlice": report.held_out or "",
             "HeldOutDice": "" if report.held_out_dice is None else f"{report.held_out_dice:.3f}",
+            "StructureChoices": json.dumps(report.structure_choices),
             "Time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "EngineVersion": __version__,
         }
         with nodes_removed_on_error(self.scene):

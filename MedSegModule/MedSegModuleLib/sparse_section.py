@@ -118,7 +118,7 @@ class SparseSection(RunSection):
             if not p.sparseModelName and p.inputVolume is not None:
                 p.sparseModelName = default_model_name(p.inputVolume.GetName())
             settings = SparseSettings(p.sparseModelName, p.modelKey or None, p.sparseFromScratch, p.sparseTimeBudget or None,
-                                      p.sparseMaxSteps, device_argument(p.device.value))
+                                      p.sparseMaxSteps or None, device_argument(p.device.value))
             run = SparseRun(slicer.mrmlScene, p.inputVolume, p.annotationSegmentation, settings)
             run.start()
             return run
@@ -150,6 +150,8 @@ class SparseSection(RunSection):
         self.ui.sparseProgressBar.value = 100
         self.status(f"Done: {outcome.prediction_node.GetName()}; model {report.model_name} version "
                     f"{report.model_version} saved{dice}")
+        if report.structure_choices:
+            self.log(f"kept per structure: {report.describe_choices()}")
         self.models_changed()
 
     def status_label(self) -> Any:
