@@ -103,7 +103,7 @@ def check_run_arguments(args: argparse.Namespace) -> None:
     check_user_model_name(args.name)
     if args.time_budget is not None and not args.time_budget > 0:
         raise InputError(f"--time-budget {args.time_budget:g}: must be a positive number of seconds")
-    if args.max_steps < 1:
+    if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps {args.max_steps}: must be at least 1")
     check_outputs([("-o", args.output), ("--uncertainty", args.uncertainty)],
                   [("INPUT", args.input), ("--labels", args.labels), ("--mask", args.mask)], args.overwrite)
