@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -100,12 +98,11 @@ def test_resolution_simulation_blurs_edges() -> None:
     assert len(np.unique(np.round(blurred, 3))) > 10 * len(np.unique(np.round(sharp, 3)))
 
 
-def test_noise_and_full_default_pipeline_are_fast_enough() -> None:
+def test_full_default_pipeline_adds_texture_within_a_label() -> None:
+    """Speed is a benchmark matter (the brief: no timed unit tests); this checks what the pipeline makes."""
     labels = head_labels((64, 64, 64))
     synth = LabelToImageSynthesizer(seed=3)
-    start = time.perf_counter()
     images = [synth(labels, np.random.default_rng(s)) for s in range(4)]
-    assert (time.perf_counter() - start) / 4 < 2.0
     # default pipeline adds texture: a single label is not constant any more
     assert all(np.std(image[labels == 20]) > 0 for image in images)
 
