@@ -276,7 +276,7 @@ def load_network(card: ModelCard, device: str | torch.device = "cpu") -> UNet3D:
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         network.load_state_dict(state)
-    except pickle.UnpicklingError:  # torch's text ends by suggesting weights_only=False: never show it
+    except pickle.UnpicklingError:  # torch's text ends by advising to switch weights_only off: never show it
         raise ModelError(f"{path}: refused: the weights file holds Python objects, not only tensors "
                          f"(MedSeg never runs code from a file)") from None
     except Exception as exc:  # torch raises many types for a bad file
