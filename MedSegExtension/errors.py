@@ -7,6 +7,12 @@ they are: the command line prints them without a traceback and exits with code 2
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (torch's and pickle's run to several lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class MedSegError(Exception):
     """Base class of every error MedSeg raises on purpose."""
 

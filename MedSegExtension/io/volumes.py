@@ -29,10 +29,6 @@ MAX_ANISOTROPY = 20.0
 SPACING_RANGE = (1e-3, 100.0)
 
 
-def _first_line(exc: Exception) -> str:  # kept for callers outside io
-    return first_line(exc)
-
-
 def _read_file(path: Path) -> sitk.Image:
     """Header first (sizes, shear, completeness, NaN), then the voxels."""
     reader = sitk.ImageFileReader()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..io.atomic import is_stale, remove_stale_partials, stale_temporary
 from .card import CARD_FILE, ModelCard
 
@@ -280,9 +280,8 @@ def load_network(card: ModelCard, device: str | torch.device = "cpu") -> UNet3D:
         raise ModelError(f"{path}: refused: the weights file holds Python objects, not only tensors "
                          f"(MedSeg never runs code from a file)") from None
     except Exception as exc:  # torch raises many types for a bad file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelError(f"{path}: cannot load weights for model {card.name!r} "
-                         f"({type(exc).__name__}: {first_line})") from None
+                         f"({type(exc).__name__}: {first_line(exc)})") from None
     return network.to(device).eval()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io.atomic import atomic_output
 
 CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors and lists (format 1 held numpy objects)
@@ -53,6 +53,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (torch's messages run to several lines)."""
-    return (str(exc).splitlines() or [""])[0]

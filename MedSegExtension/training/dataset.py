@@ -24,7 +24,8 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
-from ..io.volumes import _first_line, check_volume, read_image, squeeze_to_3d
+from ..io.quiet import first_line
+from ..io.volumes import check_volume, read_image, squeeze_to_3d
 from ..models.card import ModelCard, Normalization
 from ..progress import CancelToken, ProgressCallback, no_progress
 from .augmentation import AugmentationConfig, Augmenter, context_size
@@ -82,7 +83,7 @@ def _header(path: Path) -> _Header:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"{path}: cannot read image ({_first_line(exc)})") from None
+        raise InputError(f"{path}: cannot read image ({first_line(exc)})") from None
     size, dim = reader.GetSize(), reader.GetDimension()
     if dim == 4 and size[3] == 1:
         dim = 3

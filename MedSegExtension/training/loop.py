@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CancelledError, InputError, MedSegError
+from ..errors import CancelledError, InputError, MedSegError, first_line
 from ..progress import CancelToken, ProgressCallback, no_progress
-from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, first_line, read_checkpoint, write_checkpoint
+from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, write_checkpoint
 from .distributed import DistInfo, any_true, barrier
 from .optimization import autocast, build_optimizer, build_scheduler, use_amp
 from .rng import rng_states, set_rng_states, step_seed
