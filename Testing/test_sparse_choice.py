@@ -12,18 +12,19 @@ from test_sparse_finetune import FAST, INFO, labels_on, two_balls
 
 from MedSegExtension.metrics.overlap import overlap_metrics
 from MedSegExtension.sparse.annotations import SliceRef, SparseAnnotation, from_slices
-from MedSegExtension.sparse.choice import (
+from MedSegExtension.sparse.candidates import (
+    DEFAULT,
     GROWING,
+    GROWING_26,
     INTERPOLATION,
-    NETWORK,
-    choose,
-    class_dice_on,
-    compose,
-    held_out_voxels,
-    step_budget,
+    Candidates,
+    cheap_candidates,
 )
+from MedSegExtension.sparse.choice import NETWORK, choose, compose, step_budget
 from MedSegExtension.sparse.finetune import fine_tune
-from MedSegExtension.sparse.growing import grow_labels
+from MedSegExtension.sparse.growing import grow_labels, growing_region
+from MedSegExtension.sparse.held_out import choose_held_out
+from MedSegExtension.sparse.scoring import class_dice_on, held_out_voxels
 
 SLICES = [SliceRef("k", 14), SliceRef("k", 16), SliceRef("k", 18)]
 
@@ -42,9 +43,27 @@ def test_region_growing_on_a_coarser_grid_keeps_seeds_of_slices_between_coarse_p
 
     image, truth = two_balls()
     annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", 13), SliceRef("k", 19)])
-    monkeypatch.setattr(growing, "MAX_VOXELS", 5000)  # forces a coarse grid: k 13 and 19 are odd planes
-    grown = grow_labels(sitk.GetArrayFromImage(image), annotation, image.GetSpacing())
+    # A budget that forces a coarse grid: k 13 and 19 are odd planes.
+    monkeypatch.setattr(growing, "MAX_GRAPH_BYTES", growing.graph_bytes((17, 17, 17), 6))
+    graph = growing.GrowingGraph(sitk.GetArrayFromImage(image), annotation, image.GetSpacing())
+    assert max(graph.factors) > 1
+    grown = graph.grow(annotation)
     assert overlap_metrics(grown == 1, truth == 1).dice > 0.7
+
+
+def test_region_growing_with_26_neighbours_follows_an_oblique_sheet_that_6_neighbours_lose() -> None:
+    """A one-voxel-thick bright sheet at i == j, labelled on the plane j = 5 only: off that plane the
+    sheet continues diagonally, which only a corner (26-neighbour) step follows without crossing dark."""
+    image = np.zeros((12, 16, 16), dtype=np.float32)
+    truth = np.zeros(image.shape, dtype=np.uint8)
+    for n in range(16):
+        image[:, n, n], truth[:, n, n] = 1.0, 1
+    itk = sitk.GetImageFromArray(image)
+    annotation = from_slices(itk, sitk.GetImageFromArray(truth), [SliceRef("j", 5)])
+    region = growing_region(annotation)  # the labelled column's box, grown 3 voxels: i, j in 2..8
+    dice = {c: overlap_metrics(grow_labels(image, annotation, (1, 1, 1), c)[region] == 1, truth[region] == 1).dice
+            for c in (6, 26)}
+    assert dice[26] > 0.9 and dice[6] < 0.5, dice
 
 
 def test_choice_goes_to_the_candidate_that_predicts_the_held_out_slice_better() -> None:
@@ -54,29 +73,56 @@ def test_choice_goes_to_the_candidate_that_predicts_the_held_out_slice_better() 
     assert where[16].all() and not where[14].any()
     good = truth.copy()
     bad = np.roll(truth, 5, axis=2)  # shifted: wrong on the held-out slice
-    good_dice, bad_dice = (class_dice_on(c, annotation, where, [1, 2]) for c in (good, bad))
-    assert min(good_dice) > 0.99 > max(bad_dice)
-    assert choose(bad_dice, {GROWING: good_dice}, [1, 2]) == {1: GROWING, 2: GROWING}
-    assert choose(good_dice, {GROWING: bad_dice}, [1, 2]) == {1: NETWORK, 2: NETWORK}
+    good_dice, bad_dice = (dict(zip([1, 2], class_dice_on(c, annotation, where, [1, 2]))) for c in (good, bad))
+    assert min(good_dice.values()) > 0.99 > max(bad_dice.values())
+    candidates = Candidates({GROWING: good}, shared={GROWING: good_dice})
+    assert choose(bad_dice, candidates, [1, 2], known_to_base=()) == {1: GROWING, 2: GROWING}
+    assert choose(good_dice, Candidates({GROWING: bad}, shared={GROWING: bad_dice}), [1, 2], ()) == \
+        {1: NETWORK, 2: NETWORK}
     # A tie stays with the network; the best of several others wins.
-    assert choose([0.5, 0.9], {GROWING: [0.8, 0.9], INTERPOLATION: [0.85, 0.2]}, [1, 2]) == \
-        {1: INTERPOLATION, 2: NETWORK}
-    assert choose(None, {GROWING: good_dice}, [1, 2]) == {1: NETWORK, 2: NETWORK}  # nothing to choose by
+    several = Candidates({}, shared={GROWING: {1: 0.8, 2: 0.9}, INTERPOLATION: {1: 0.85, 2: 0.2}})
+    assert choose({1: 0.5, 2: 0.9}, several, [1, 2], ()) == {1: INTERPOLATION, 2: NETWORK}
+    # Not scored on the network's slice: the network keeps what the base model knew, the rest goes
+    # to the best cheap candidate on its own slice, else to the default.
+    own = Candidates({}, own={GROWING: {1: 0.7}, INTERPOLATION: {1: 0.9}})
+    assert choose({}, own, [1, 2], known_to_base={2}) == {1: INTERPOLATION, 2: NETWORK}
+    assert choose({}, own, [1, 2], known_to_base=()) == {1: INTERPOLATION, 2: DEFAULT}
     composed = compose(bad, {GROWING: good}, {1: GROWING, 2: NETWORK})
     assert np.array_equal(composed == 1, good == 1)
     assert np.array_equal(composed == 2, (bad == 2) & (good != 1))
 
 
-def test_fine_tune_takes_region_growing_where_an_undertrained_network_loses_on_the_held_out_slice() -> None:
+def test_each_structure_is_scored_on_a_slice_inside_its_own_slices() -> None:
+    """The left ball (k 10..22) has slices 11, 14, 16, 18, 21; the right one (k 13..19) 14, 16, 18.
+    k:18 as the network's slice is inside the left ball's slices, not the right one's: the right
+    ball is scored on its own middle slice, k:16 (which, inside both, is the slice held out)."""
+    image, truth = two_balls()
+    annotation = from_slices(image, labels_on(image, truth), [SliceRef("k", n) for n in (11, 14, 16, 18, 21)])
+    assert choose_held_out(annotation) == SliceRef("k", 16)
+    array = sitk.GetArrayFromImage(image)
+    candidates = cheap_candidates(array, annotation, image.GetSpacing(), [1, 2], SliceRef("k", 18))
+    assert set(candidates.shared[GROWING]) == {1} and set(candidates.own[GROWING]) == {2}
+    assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTERPOLATION}
+    # A ball between close slices: interpolation is near exact.
+    assert candidates.scored(2)[INTERPOLATION] > 0.9 and candidates.best(2) in (INTERPOLATION, GROWING, GROWING_26)
+    # One slice per structure: nothing to score, the default stands.
+    single = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])
+    alone = cheap_candidates(array, single, image.GetSpacing(), [1, 2], None)
+    assert not alone.shared and not alone.own and alone.best(1) == DEFAULT
+
+
+def test_fine_tune_takes_a_cheap_candidate_where_an_undertrained_network_loses_on_the_held_out_slice() -> None:
     image, truth = two_balls()
     annotation = from_slices(image, labels_on(image, truth), SLICES)
     result = fine_tune(image, annotation, INFO, replace(FAST, max_steps=2))
     training = result.card.training
-    network, growing = training["network_held_out_class_dice"], training["region_growing_held_out_dice"]
-    interpolation = training["interpolation_held_out_class_dice"]
+    network = training["network_held_out_class_dice"]
+    scores = training["candidate_held_out_dice"]["network_held_out_slice"]
     expected = {}
-    for info, n, g, s in zip(INFO, network, growing, interpolation):
-        expected[info.name] = NETWORK if max(g, s) <= n else (GROWING if g >= s else INTERPOLATION)
+    for info in INFO:
+        others = {name: by_structure[info.name] for name, by_structure in scores.items()}
+        best = max(others, key=lambda name: others[name])  # the first listed wins a tie
+        expected[info.name] = best if others[best] > network[info.name] else NETWORK
     assert result.choices == expected == training["structure_choices"]
     assert NETWORK not in expected.values()  # two steps of a tiny network beat neither on bright balls
     labels = sitk.GetArrayFromImage(result.labels)

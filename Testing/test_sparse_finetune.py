@@ -119,9 +119,16 @@ def test_a_slice_is_held_out_only_when_its_structures_keep_two_others() -> None:
     labels = labels_on(image, truth)
     kept_two = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 19)])
     assert choose_held_out(kept_two) == SliceRef("k", 16)
-    # Holding out k:16 would leave the right ball a single slice to learn from.
+    # Holding out k:16 would leave the right ball a single slice to learn from; k:22 (the left ball
+    # only, which k:13 and k:16 still label) can go.
     one_left = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16), SliceRef("k", 22)])
-    assert choose_held_out(one_left) is None
+    assert choose_held_out(one_left) == SliceRef("k", 22)
+    two_only = from_slices(image, labels, [SliceRef("k", 13), SliceRef("k", 16)])
+    assert choose_held_out(two_only) is None
+    # 1+1+1 orthogonal: the slice through one ball only can go; k:16 and j:16 cross both balls,
+    # and the right ball is on just the two of them.
+    orthogonal = from_slices(image, labels, [SliceRef("k", 16), SliceRef("j", 16), SliceRef("i", 12)])
+    assert choose_held_out(orthogonal) == SliceRef("i", 12)
 
 
 def test_held_out_slice_rejoins_training_after_early_stop() -> None:
@@ -273,7 +280,8 @@ def test_cli_json_summary(sparse_case, capsys) -> None:
     card = ModelRegistry().find("blobs")
     assert summary["structure_choices"] == card.training["structure_choices"]
     assert len(summary["structure_choices"]) == 2
-    assert set(summary["structure_choices"].values()) <= {"network", "region growing"}
+    assert set(summary["structure_choices"].values()) <= {"network", "region growing", "region growing, 26 neighbours",
+                                                          "interpolation"}
     assert any(e.get("message", "").startswith("step 3, loss") for e in events if "message" in e)
 
 

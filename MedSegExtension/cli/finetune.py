@@ -55,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", help="also write the dense prediction (.seg.nrrd, .nii.gz)")
+    parser.add_argument("--first-output",
+                        help="also write the first answer (before training: region growing or interpolation per "
+                             "structure) as soon as it is ready, in seconds (.seg.nrrd, .nii.gz)")
     parser.add_argument("--uncertainty", help="also write the uncertainty map")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
@@ -105,7 +108,7 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise InputError(f"--time-budget {args.time_budget:g}: must be a positive number of seconds")
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps {args.max_steps}: must be at least 1")
-    check_outputs([("-o", args.output), ("--uncertainty", args.uncertainty)],
+    check_outputs([("-o", args.output), ("--first-output", args.first_output), ("--uncertainty", args.uncertainty)],
                   [("INPUT", args.input), ("--labels", args.labels), ("--mask", args.mask)], args.overwrite)
 
 
@@ -139,8 +142,14 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
     base_card = ModelRegistry().find(base_name) if base_name else None
     classes = class_info_for(info, annotation.classes, base_card)
     display = make_display(args)
+
+    def write_first_answer(labels) -> None:
+        write_labelmap(labels, args.first_output, classes)
+        display.event("first_answer", {"path": str(args.first_output)}, f"wrote the first answer to {args.first_output}")
+
     try:
-        result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name)
+        result = fine_tune(image, annotation, classes, settings, progress=display, cancel=cancel, name=args.name,
+                           on_first_answer=write_first_answer if args.first_output else None)
         cancel.raise_if_cancelled()
         card = save_finetuned(result, args.name)
         if args.output:
@@ -155,7 +164,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
             "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
             "held_out_slice": str(result.held_out) if result.held_out else None,
             "held_out_dice": result.held_out_dice, "reused_classes": result.reused_classes,
-            "structure_choices": result.choices,
+            "structure_choices": result.choices, "first_answer_choices": result.first_choices,
             "suggestions": {axis: [{"index": i, "score": s} for i, s in picks] for axis, picks in result.suggestions.items()},
         })
     skipped = result.card.training.get("unrelated_base_model_skipped")

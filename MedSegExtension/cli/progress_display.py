@@ -47,6 +47,14 @@ class ProgressDisplay:
         else:
             self.stream.write(message + "\n")
 
+    def event(self, key: str, value: dict, message: str) -> None:
+        """A ``{key: value}`` line for background callers in JSON mode; ``message`` otherwise."""
+        if self.mode == "json":
+            self.stream.write(json.dumps({key: value}) + "\n")
+            self.stream.flush()
+        else:
+            self.log(message)
+
     def result(self, summary: dict) -> None:
         """The final ``{"result": {...}}`` line of ``--progress json``."""
         self.stream.write(json.dumps({"result": summary}) + "\n")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -48,9 +48,9 @@ from ..progress import CancelToken, ProgressCallback, no_progress
 from ..training.augmentation import flip_left_right
 from ..training.losses import build_loss
 from .annotations import SliceRef, SparseAnnotation
-from .choice import NETWORK, choose_and_compose, step_budget
+from .candidates import cheap_candidates
+from .choice import NETWORK, choose, compose, first_answer, step_budget
 from .class_names import left_right_pairs, matching_class
-from .growing import grow_labels
 from .held_out import choose_held_out, held_out_class_dice
 from .interpolation import fuse_with_interpolation, interpolation_held_out_dice
 from .patches import PatchSampler, augment
@@ -86,7 +86,8 @@ class FineTuneSettings:
     # unless interpolation scores below the network on the held-out slice.
     interpolate_between_slices: bool = True
     # Per structure, replace the network by region growing from the annotated voxels (growing.py) or
-    # by interpolation where that predicts the held-out slice better (choice.py).
+    # by interpolation where that predicts the held-out slice better (candidates.py, choice.py); they
+    # also make the first answer, before any training.
     choose_per_structure: bool = True
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(channels=(16, 32, 64, 128)))
     suggestions: int = 3
@@ -107,8 +108,9 @@ class FineTuneResult:
     suggestions: dict[str, list[tuple[int, float]]]
     reused_classes: list[str]
     network_labels: sitk.Image  # the network's own dense prediction, before interpolation was fused in
-    first_labels: sitk.Image | None = None  # the answer before training: region growing from the annotation
+    first_labels: sitk.Image | None = None  # the answer before training: the best cheap candidate per structure
     choices: dict[str, str] = field(default_factory=dict)  # structure -> network, region growing or interpolation
+    first_choices: dict[str, str] = field(default_factory=dict)  # structure -> the first answer's candidate
 
 
 def _build_network(
@@ -190,8 +192,10 @@ def fine_tune(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     name: str = "sparse",
+    on_first_answer: Callable[[sitk.Image], None] | None = None,
 ) -> FineTuneResult:
-    """Train on ``annotation`` and predict the whole of ``image``."""
+    """Train on ``annotation`` and predict the whole of ``image``; ``on_first_answer`` gets the answer
+    made before training (the best cheap candidate per structure) as soon as it is ready."""
     settings = settings or FineTuneSettings()
     cancel = cancel or CancelToken()
     start = time.perf_counter()
@@ -223,9 +227,15 @@ def fine_tune(
     held_out = choose_held_out(annotation) if settings.hold_out else None
     values = [label.value for label in classes]
     image_array = sitk.GetArrayFromImage(image)
-    grown = grow_labels(image_array, annotation, image.GetSpacing()) if settings.choose_per_structure else None
-    if grown is not None:
-        progress(0.0, "first answer ready: region growing from the annotated slices")
+    candidates, first, first_choices = None, None, {}
+    if settings.choose_per_structure:
+        candidates = cheap_candidates(image_array, annotation, image.GetSpacing(), values, held_out,
+                                      progress=lambda f, m: progress(0.0, m), cancel=cancel)
+        first_array, first_choices = first_answer(candidates, values)
+        first = keep_annotated_labels(image_like(first_array, image), annotation)
+        progress(0.0, "first answer ready: " + ", ".join(sorted(set(first_choices.values()))))
+        if on_first_answer is not None:
+            on_first_answer(first)
     case = prepare_case(image, card, crop=False)
     full = sparse_targets(annotation, image, case.model_grid, values, card.orientation)
     train, validation = full, None
@@ -367,14 +377,19 @@ def fine_tune(
         probabilities = fuse_with_interpolation(probabilities, annotation, values, image.GetSpacing())
         labels = _finish_labels(probabilities, card, annotation, image, settings)
     choices = {value: NETWORK for value in values}
-    if grown is not None and held_out is not None:
-        array, choices, scores = choose_and_compose(sitk.GetArrayFromImage(labels), image_array, image.GetSpacing(),
-                                                    annotation, held_out, values, best_classes, grown)
-        card.training.update(scores)
-        labels = keep_annotated_labels(image_like(array, image), annotation)
     names = {label.value: label.name for label in classes}
+    if candidates is not None:
+        network_dice = dict(zip(values, best_classes)) if held_out is not None and best_classes else {}
+        known_to_base = {label.value for label in classes if label.name in reused}
+        choices = choose(network_dice, candidates, values, known_to_base)
+        if set(choices.values()) != {NETWORK}:
+            array = compose(sitk.GetArrayFromImage(labels), candidates.labels, choices)
+            labels = keep_annotated_labels(image_like(array, image), annotation)
+        card.training["network_held_out_class_dice"] = {names[v]: round(d, 4) for v, d in network_dice.items()}
+        card.training["candidate_held_out_dice"] = candidates.record(values, names)
     chosen = {names[value]: how for value, how in choices.items()}
     card.training["structure_choices"] = chosen
+    card.training["first_answer_choices"] = {names[value]: how for value, how in first_choices.items()}
     uncertainty = entropy_map(probabilities)
     return FineTuneResult(
         card=card, network=network, labels=labels, uncertainty=image_like(uncertainty, image), held_out=held_out,
@@ -383,8 +398,8 @@ def fine_tune(
         suggestions=suggest_slices(uncertainty, annotation.slices, settings.suggestions,
                                    region=structure_region(sitk.GetArrayViewFromImage(labels))),
         reused_classes=reused, network_labels=network_labels,
-        first_labels=None if grown is None else keep_annotated_labels(image_like(grown, image), annotation),
-        choices=chosen,
+        first_labels=first, choices=chosen,
+        first_choices=card.training["first_answer_choices"],
     )
 
 

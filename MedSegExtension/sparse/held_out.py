@@ -21,8 +21,35 @@ def _slice_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
     return set(np.unique(annotation.labels[plane][annotation.known[plane]]).tolist()) - {0}
 
 
+def slice_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
+    """The foreground classes labelled on slice ``ref``."""
+    return _slice_classes(annotation, ref)
+
+
+def interior_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
+    """The classes on ``ref`` that other slices of its axis label on both sides of it: the slice a
+    method predicts from them by bridging, not by extrapolating past a structure's last slice."""
+    classes = _slice_classes(annotation, ref)
+    parallel = [other for other in annotation.slices if other.axis == ref.axis and other != ref]
+    below = set().union(*(_slice_classes(annotation, o) for o in parallel if o.index < ref.index))
+    above = set().union(*(_slice_classes(annotation, o) for o in parallel if o.index > ref.index))
+    return classes & below & above
+
+
+def class_held_out(annotation: SparseAnnotation, value: int) -> SliceRef | None:
+    """For one class, the slice to score cheap methods on: one it is interior to, the middlemost."""
+    inner = [ref for ref in annotation.slices if value in interior_classes(annotation, ref)]
+    if not inner:
+        return None
+    along = sorted(ref.index for ref in inner)
+    middle = along[len(along) // 2]
+    return min(inner, key=lambda ref: (abs(ref.index - middle), ref.index))
+
+
 def choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
-    """A middle slice of the most-used axis whose every class is also on two or more other slices.
+    """A slice whose every class is also on two or more other slices, inside as many classes as
+    possible (``interior_classes``); among those a middle slice of the most-used axis first, else
+    any (1+1+1 orthogonal slices: one axis's slice, the other two still label it).
 
     Holding out a structure's second slice would leave it one to learn from: the check would cost
     more than it tells (with several structures, few slices each, that is the common case).
@@ -32,16 +59,18 @@ def choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
     axes = [ref.axis for ref in annotation.slices]
     axis = max(set(axes), key=axes.count)
     along = sorted((ref for ref in annotation.slices if ref.axis == axis), key=lambda ref: ref.index)
-    if len(along) < 3:
-        return None
-    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
     middle_first = sorted(along[1:-1], key=lambda ref: abs(along.index(ref) - len(along) // 2))
-    for candidate in middle_first:
-        others = [classes_on[ref] for ref in annotation.slices if ref != candidate]
-        if classes_on[candidate] and all(sum(value in other for other in others) >= 2
+    order = middle_first + [ref for ref in annotation.slices if ref not in middle_first]
+    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
+    allowed = []
+    for candidate in order:
+        rest = [classes_on[ref] for ref in annotation.slices if ref != candidate]
+        if classes_on[candidate] and all(sum(value in other for other in rest) >= 2
                                          for value in classes_on[candidate]):
-            return candidate
-    return None
+            allowed.append(candidate)
+    if not allowed:
+        return None
+    return max(allowed, key=lambda ref: (len(interior_classes(annotation, ref)), -allowed.index(ref)))
 
 
 def held_out_dice(network: UNet3D, image: np.ndarray, target: np.ndarray, validation: np.ndarray,

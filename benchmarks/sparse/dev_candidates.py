@@ -49,10 +49,10 @@ def main() -> None:
         results["medseg-network"] = sitk.GetArrayFromImage(result.network_labels)
         results["medseg-first"] = sitk.GetArrayFromImage(result.first_labels)
     if args.slicer:
-        from benchmarks.sparse.run import run_slicer_method
+        from benchmarks.sparse.run import run_baseline
 
-        for method in ("fill-between-slices", "grow-from-seeds"):
-            results[method] = sitk.GetArrayFromImage(run_slicer_method(method, task, slices))
+        for method in ("fill-between-slices", "grow-from-seeds", "grow-from-seeds-whole"):
+            results[method] = sitk.GetArrayFromImage(run_baseline(method, task, slices))
     for name, labels in results.items():
         dice = [overlap_metrics(labels == v, truth == v).dice for v in task.values]
         print(f"{args.task} {args.protocol} {name:20s} mean {np.mean(dice):.3f}  " + " ".join(f"{d:.3f}" for d in dice))
