@@ -303,3 +303,30 @@ def test_no_node_is_added_when_the_volume_is_removed_during_the_run(env, registr
     with pytest.raises(InputError, match="the volume was removed during fine-tuning"):
         run.finish()
     assert node_ids(env.scene) == before
+
+
+def test_the_first_answer_is_shown_at_once_and_the_final_one_replaces_it(env, registry_env, tmp_path):
+    """The engine writes its answer before training (--first-output); the run imports it as its own
+    node while training goes on, and removes it when the fine-tuned prediction arrives."""
+    image = make_phantom()
+    volume = load(env, image, tmp_path / "v.nrrd")
+    annotation = self_test._painted_annotation(env.scene, image, volume, (8, 12, 16), ())
+    set_marked_slices(annotation, parse_slices("k:8,12,16"))
+    run = SparseRun(env.scene, volume, annotation, SparseSettings("first", base_model="tiny-test", max_steps=3,
+                                                                  device="cpu"))
+    run.start()
+    seen_while_running = None
+    while not run.done:
+        if any(event.kind == "first_answer" for event in run.poll()):
+            seen_while_running = run.first_node
+    run.poll()
+    first = run.first_node or seen_while_running
+    assert first is not None and first.GetName() == "Phantom first first answer"
+    assert first.GetAttribute("MedSeg.FirstAnswer") == "true"
+    labels = sitk.GetArrayFromImage(segmentation_to_labels(first, volume)[0])
+    painted = sitk.GetArrayFromImage(segmentation_to_labels(annotation, volume)[0])
+    assert np.array_equal(labels[8] > 0, painted[8] > 0)  # the drawn slice kept, the rest grown from it
+    assert np.count_nonzero(labels[10]) > 0
+    outcome = run.finish()
+    assert not env.scene.IsNodePresent(first) and run.first_node is None
+    assert env.scene.IsNodePresent(outcome.prediction_node)

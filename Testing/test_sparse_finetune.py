@@ -269,12 +269,23 @@ def test_cli_loop_finetune_predict_iterate_suggest(sparse_case, tmp_path, capsys
 
 def test_cli_json_summary(sparse_case, capsys) -> None:
     volume, annotation = sparse_case
+    first = volume.parent / "first.seg.nrrd"
     code = main(["finetune", str(volume), "--labels", str(annotation), "--slices", "k:14,16,18",
-                 "--name", "blobs", "--max-steps", "3", "--progress", "json", "--working-spacing", "native"])
+                 "--name", "blobs", "--max-steps", "3", "--progress", "json", "--working-spacing", "native",
+                 "--first-output", str(first)])
     assert code == 0
     assert np.allclose(ModelRegistry().find("blobs").target_spacing, (1.1, 1.0, 1.2))
     events = [__import__("json").loads(line) for line in capsys.readouterr().err.splitlines()]
     summary = events[-1]["result"]
+    # The first answer was announced before the first training step, and is on disk with the segments' names.
+    announced = next(n for n, e in enumerate(events) if "first_answer" in e)
+    assert events[announced]["first_answer"]["path"] == str(first)
+    assert announced < next(n for n, e in enumerate(events) if e.get("message", "").startswith("step 1,"))
+    first_labels, first_info = read_labelmap(first)
+    assert [i.name for i in first_info] == ["Left blob", "Right blob"]
+    assert set(summary["first_answer_choices"].values()) <= {"region growing", "region growing, 26 neighbours",
+                                                             "interpolation"}
+    assert set(np.unique(sitk.GetArrayFromImage(first_labels)).tolist()) == {0, 1, 2}
     assert summary["model"] == "blobs" and summary["version"] == "1" and summary["steps"] == 3
     assert summary["held_out_slice"] == "k:16" and set(summary["suggestions"]) == {"i", "j", "k"}
     card = ModelRegistry().find("blobs")

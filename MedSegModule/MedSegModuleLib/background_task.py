@@ -43,7 +43,7 @@ _running: weakref.WeakSet = weakref.WeakSet()  # tasks to kill if Python exits w
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One line of output: ``kind`` is "progress", "log" (engine log or plain output)."""
+    """One line of output: ``kind`` is "progress", "log" (engine log or plain output) or "first_answer"."""
 
     kind: str
     message: str
@@ -67,6 +67,8 @@ def parse_line(line: str) -> TaskEvent:
                 return TaskEvent("progress", str(data.get("message", "")), fraction)
             if "log" in data:
                 return TaskEvent("log", str(data["log"]))
+            if isinstance(data.get("first_answer"), dict):  # sparse mode's answer before training
+                return TaskEvent("first_answer", str(data["first_answer"].get("path", "")))
     return TaskEvent("log", text)
 
 

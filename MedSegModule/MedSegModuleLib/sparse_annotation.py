@@ -33,10 +33,10 @@ from MedSegExtension.errors import InputError
 from MedSegExtension.models.card import LabelInfo, ModelCard
 from MedSegExtension.sparse.annotations import VOXEL_AXES, SliceRef
 
-from .background_task import BackgroundTask
+from .background_task import BackgroundTask, TaskEvent
 from .engine_run import EngineRun
 from .model_catalog import resolve_model
-from .scene_guard import nodes_removed_on_error
+from .scene_guard import node_ids, nodes_removed_on_error
 from .segmentation_nodes import (
     export_segments,
     import_segmentation_file,
@@ -50,6 +50,7 @@ from .volume_conversion import check_scalar_volume, node_ijk_to_ras, volume_node
 ANNOTATED_SLICES_ATTRIBUTE = "MedSeg.AnnotatedSlices"
 SUGGESTIONS_ATTRIBUTE = "MedSeg.Suggestions"
 ATTRIBUTE_PREFIX = "MedSeg."
+FIRST_ANSWER_FILE = "first_answer.seg.nrrd"  # in the run's work folder: the engine writes it before training
 _PROGRESS = re.compile(r"step (\d+), loss ([-\d.eE+naninf]+), ~(\d+) s left")
 _SAVED = re.compile(r"^saved model (\S+) version (\S+) in (.+)$")
 _HELD_OUT = re.compile(r"^held-out slice (\S+): mean Dice ([\d.]+)$")
@@ -344,6 +345,46 @@ class SparseRun(EngineRun):
         self.prepared = prepare_annotation(volume_node, annotation_node)
         super().__init__(python, {"MEDSEG_HOME": settings.home} if settings.home else None)
         self.scene, self.volume_node, self.annotation_node, self.settings = scene, volume_node, annotation_node, settings
+        self.first_node: Any = None  # the first answer (before training), shown until the final one replaces it
+        self._first_node_ids: set[str] = set()
+
+    def poll(self) -> list[TaskEvent]:
+        """New events; a first answer the engine announced becomes a segmentation node at once."""
+        events = super().poll()
+        if any(event.kind == "first_answer" for event in events):
+            self.show_first_answer()
+        return events
+
+    def show_first_answer(self) -> Any:
+        """Import the engine's first answer as its own node (once); ``None`` if it is not there."""
+        path = self.workdir / FIRST_ANSWER_FILE if self.workdir is not None else None
+        if self.first_node is not None or path is None or not path.exists() \
+                or not self.scene.IsNodePresent(self.volume_node):
+            return self.first_node
+        from MedSegExtension.io.segmentation_files import read_labelmap
+
+        _labels, info = read_labelmap(path)
+        name = f"{self.volume_node.GetName()} {self.settings.model_name} first answer"
+        before = node_ids(self.scene)
+        with nodes_removed_on_error(self.scene):
+            node = import_segmentation_file(self.scene, path, name, info, reference_volume=self.volume_node)
+            place_beside(node, self.volume_node)
+            node.SetAttribute(ATTRIBUTE_PREFIX + "FirstAnswer", "true")
+        self.first_node = node
+        self._first_node_ids = node_ids(self.scene) - before  # the node and its display nodes
+        return node
+
+    def finish(self) -> SparseOutcome:
+        """As :meth:`EngineRun.finish`; the first answer goes, replaced by the final one or, on a cancel
+        or an error, so that nothing is added."""
+        try:
+            return super().finish()
+        finally:
+            for node_id in self._first_node_ids:
+                node = self.scene.GetNodeByID(node_id)
+                if node is not None:
+                    self.scene.RemoveNode(node)
+            self.first_node, self._first_node_ids = None, set()
 
     @property
     def warnings(self) -> list[str]:
@@ -357,7 +398,8 @@ class SparseRun(EngineRun):
         labels = write_labelmap(self.prepared.labels, workdir / "annotation.seg.nrrd", self.prepared.classes)
         args = ["finetune", str(volume), "--labels", str(labels), "--slices", self.prepared.slice_spec,
                 "--name", self.settings.model_name,
-                "--device", self.settings.device, "-o", str(workdir / "prediction.seg.nrrd"), "--progress", "json"]
+                "--device", self.settings.device, "-o", str(workdir / "prediction.seg.nrrd"), "--progress", "json",
+                "--first-output", str(workdir / FIRST_ANSWER_FILE)]
         if self.settings.from_scratch:
             args.append("--from-scratch")
         elif self.base_card is not None:

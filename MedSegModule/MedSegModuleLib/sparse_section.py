@@ -137,6 +137,11 @@ class SparseSection(RunSection):
                 self.ui.sparseProgressBar.value = int(round(100 * (event.fraction or 0.0)))
                 training = parse_training_progress(event.message)
                 self.ui.sparseStatusLabel.text = training.describe() if training else event.message
+            elif event.kind == "first_answer":
+                node = self.run.first_node if self.run is not None else None
+                if node is not None:
+                    slicer_gui.show_segmentation(self.parameters().inputVolume, node)
+                    self.log(f"first answer shown as '{node.GetName()}'; the fine-tuned one replaces it when ready")
             else:
                 self.log(event.message)
 
