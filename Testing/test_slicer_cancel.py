@@ -16,7 +16,8 @@ from conftest import make_phantom
 from MedSegModuleLib.background_task import BackgroundTask
 from MedSegModuleLib.scene_guard import node_ids
 from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node
-from MedSegModuleLib.sparse_annotation import SparseRun, SparseSettings, set_marked_slices
+from MedSegModuleLib.sparse_annotation import SparseRun, SparseSettings
+from MedSegModuleLib.sparse_slices import set_marked_slices
 
 from MedSegExtension.errors import CancelledError
 from MedSegExtension.models.card import LabelInfo

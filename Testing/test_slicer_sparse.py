@@ -18,21 +18,19 @@ from MedSegModuleLib import self_test
 from MedSegModuleLib.scene_guard import node_ids
 from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, segmentation_to_labels, segments
 from MedSegModuleLib.slice_views import closest_axis, show_slice, slice_in_view
-from MedSegModuleLib.sparse_annotation import (
-    ANNOTATED_SLICES_ATTRIBUTE,
-    SparseRun,
-    SparseSettings,
-    copy_prediction_into_annotation,
-    default_model_name,
+from MedSegModuleLib.sparse_annotation import ANNOTATED_SLICES_ATTRIBUTE, SparseRun, SparseSettings
+from MedSegModuleLib.sparse_copy import copy_prediction_into_annotation, default_model_name, save_model_as
+from MedSegModuleLib.sparse_report import (
+    ordered_suggestions,
+    parse_finetune_output,
+    parse_suggestions_json,
+    parse_training_progress,
+)
+from MedSegModuleLib.sparse_slices import (
     format_slices,
     mark_slice,
     marked_slices,
-    ordered_suggestions,
-    parse_finetune_output,
     parse_slices,
-    parse_suggestions_json,
-    parse_training_progress,
-    save_model_as,
     set_marked_slices,
     unmark_slice,
 )

@@ -102,7 +102,8 @@ def test_slicer_logic_densifies_three_real_slices(caudate, home, env, tmp_path) 
         segmentation_to_labels,
         segments,
     )
-    from MedSegModuleLib.sparse_annotation import SparseRun, SparseSettings, set_marked_slices
+    from MedSegModuleLib.sparse_annotation import SparseRun, SparseSettings
+    from MedSegModuleLib.sparse_slices import set_marked_slices
 
     image, reference, slices = caudate
     sitk.WriteImage(image, str(tmp_path / "colin27.nrrd"))

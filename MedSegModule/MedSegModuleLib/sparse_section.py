@@ -16,20 +16,10 @@ from . import slicer_gui
 from .model_catalog import device_argument
 from .sections import RunSection
 from .slice_views import VIEW_NAMES, show_slice
-from .sparse_annotation import (
-    SparseRun,
-    SparseSettings,
-    copy_prediction_into_annotation,
-    default_model_name,
-    mark_slice_in_view,
-    marked_slices,
-    ordered_suggestions,
-    parse_slices,
-    parse_training_progress,
-    save_model_as,
-    stored_suggestions,
-    unmark_slice,
-)
+from .sparse_annotation import SparseRun, SparseSettings
+from .sparse_copy import copy_prediction_into_annotation, default_model_name, save_model_as
+from .sparse_report import ordered_suggestions, parse_training_progress, stored_suggestions
+from .sparse_slices import mark_slice_in_view, marked_slices, parse_slices, unmark_slice
 
 
 class SparseSection(RunSection):
