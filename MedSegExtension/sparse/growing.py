@@ -8,7 +8,7 @@ it), solved with SciPy's Dijkstra. Each voxel's path to its seed stays inside it
 every grown piece touches the user's voxels of that label.
 
 Two neighbourhoods, because neither wins everywhere (dev tasks, 3 slices, ``dev_candidates.py``):
-26 neighbours (Slicer's) follow thin, oblique sheets (cortex 0.84 → 0.95 Dice, skull 0.74 → 0.91);
+26 neighbours (Slicer's) follow thin, oblique sheets (at full resolution: cortex 0.84 → 0.95 Dice, skull 0.74 → 0.91);
 6 neighbours keep small deep nuclei and tracts from leaking through corners (0.70 vs 0.65). The
 per-structure choice (choice.py) takes whichever predicts the held-out slice better.
 
@@ -32,7 +32,7 @@ from .annotations import SparseAnnotation
 from .priors import class_boxes
 
 LENGTH_COST = 1e-4  # cost of one mm of path, against 1.0 for the whole robust intensity range (breaks ties)
-MAX_GRAPH_BYTES = GB  # above this the region is grown on a coarser grid (26 neighbours: ~3 M voxels)
+MAX_GRAPH_BYTES = GB  # above this the region is grown on a coarser grid (26 neighbours: ~3 M voxels; time, not memory, sets it)
 _WALL = 1e12  # intensity of the one-voxel frame around the region: no path crosses it
 _BYTES_PER_EDGE = 8 + 4  # float64 cost, int32 column
 _BYTES_PER_VOXEL = 48  # the framed image, one offset's differences and columns while they are computed

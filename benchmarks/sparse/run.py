@@ -4,6 +4,7 @@ One command regenerates every sparse number (from the repository root)::
 
     .venv/bin/python -m benchmarks.sparse.run --split dev     # -> benchmarks/results/sparse_dev.{json,md}
     .venv/bin/python -m benchmarks.sparse.run --split test    # the lead, once, from a tagged commit
+    .venv/bin/python -m benchmarks.sparse.run --split dev --with-load 1   # beside a CPU-bound process
     .venv/bin/python -m benchmarks.sparse.run --render benchmarks/results/sparse_dev.json   # Markdown again
     .venv/bin/python -m benchmarks.sparse.run --quick --output-dir /tmp/q   # smoke test, seconds
 
@@ -16,6 +17,7 @@ part of the split (recorded in the JSON); they never change how a method runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,18 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain"))}
 
 
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a CPU for the block's duration (a second user of the machine)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def load() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -141,6 +155,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", help="comma-separated (default: " + ", ".join(METHODS) + ")")
     parser.add_argument("--quick", action="store_true", help="smoke test in seconds: Colin27's left caudate, "
                         "parallel-3, MedSeg for " + " ".join(QUICK_OPTIONS) + " (not a benchmark number)")
+    parser.add_argument("--with-load", type=int, default=0, metavar="N",
+                        help="keep N CPU-bound processes busy during the run (the loaded-machine check); "
+                             "the results get the suffix _loaded")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--render", type=Path, metavar="JSON", help="run nothing: write the Markdown again from a results JSON")
     args = parser.parse_args(argv)
@@ -173,12 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load": {"before": load()},
         "selection": {"tasks": args.task_names, "protocols": args.protocol_names, "methods": args.method_names,
                       "quick": args.quick, "medseg_options": list(medseg_options(args.quick))},
-        "tasks": [], "notes": [],
+        "tasks": [], "notes": [], "extra_load_processes": args.with_load,
     }
+    if args.with_load:
+        report["notes"].append(f"Loaded run: {args.with_load} CPU-bound process(es) spinning beside every method.")
     if args.quick:
         report["notes"].append(f"--quick smoke test: MedSeg ran with {' '.join(QUICK_OPTIONS)}; not a benchmark number.")
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="medseg-sparse-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="medseg-sparse-bench-") as work, busy_processes(args.with_load):
         for name in args.task_names:
             try:
                 task = colin27_task(QUICK_STRUCTURES, margin_mm=3.0) if args.quick else load_task(name)
@@ -194,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {task.name}: {task.crop}", flush=True)
             rows += run_task(task, args.protocol_names, args.method_names, medseg_options(args.quick), Path(work))
     report["load"]["after"] = load()
-    stem = "sparse_quick" if args.quick else f"sparse_{args.split_name}"
+    stem = ("sparse_quick" if args.quick else f"sparse_{args.split_name}") + ("_loaded" if args.with_load else "")
     json_path, md_path = write_outputs(report, rows, args.output_dir, stem)
     print(f"wrote {json_path} and {md_path}")
     return 0
