@@ -1,6 +1,7 @@
 """One sparse fine-tuning round on a whole 1 mm head, timed end to end as a user runs it.
 
-The issue's target: one round <= 180 s on 2 CPU cores for a 1 mm head volume. This runs
+The issue's targets: one round <= 120 s on 2 CPU cores for a 1 mm head volume, and a first
+dense answer (before any training: ``--first-output``) in <= 15 s. This runs
 ``medseg finetune`` (a fresh process: start-up, reading, fine-tuning, whole-volume prediction,
 saving the model and the dense segmentation) on the uncropped Colin27 T1 (181 x 217 x 181 at
 1 mm), annotated on the ``parallel-3`` slices of the eight AAL structures, once from the bundled
@@ -27,7 +28,8 @@ import numpy as np
 import SimpleITK as sitk
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-TARGET_SECONDS = 180.0
+TARGET_SECONDS = 120.0
+FIRST_ANSWER_TARGET_SECONDS = 15.0
 
 
 def annotated_head(folder: Path) -> tuple[Path, Path, str, sitk.Image]:
@@ -57,18 +59,28 @@ def annotated_head(folder: Path) -> tuple[Path, Path, str, sitk.Image]:
 def run_round(volume: Path, labels: Path, spec: str, folder: Path, scratch: bool) -> dict[str, object]:
     name = "round-scratch" if scratch else "round-finetuned"
     output = folder / f"{name}.seg.nrrd"
+    first = folder / f"{name}-first.seg.nrrd"
     command = [sys.executable, "-m", "MedSegExtension.cli.main", "finetune", str(volume), "--labels", str(labels),
-               "--slices", spec, "--name", name, "-o", str(output), "--progress", "none"]
+               "--slices", spec, "--name", name, "-o", str(output), "--first-output", str(first),
+               "--progress", "json"]
     if scratch:
         command.append("--from-scratch")
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8",
-                          env=dict(os.environ, MEDSEG_HOME=str(folder / "home")))
+    first_seconds = None
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                          env=dict(os.environ, MEDSEG_HOME=str(folder / "home"))) as process:
+        errors = []
+        for line in process.stderr:  # the JSON progress protocol: the first answer is announced when written
+            errors.append(line)
+            if first_seconds is None and line.startswith('{"first_answer"'):
+                first_seconds = time.perf_counter() - start
+        stdout = process.stdout.read()
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"medseg finetune failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    if process.returncode != 0:
+        raise SystemExit(f"medseg finetune failed ({process.returncode}): {''.join(errors)[-500:]}")
     return {"method": "medseg-scratch" if scratch else "medseg-finetuned", "seconds": round(seconds, 1),
-            "engine_output": done.stdout.strip().splitlines(), "output": output}
+            "first_answer_seconds": None if first_seconds is None else round(first_seconds, 1),
+            "engine_output": stdout.strip().splitlines(), "output": output, "first_output": first}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,34 +91,49 @@ def main(argv: list[str] | None = None) -> int:
     from MedSegExtension.metrics import evaluate_images
 
     rows = []
+    before = [round(v, 2) for v in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         volume, labels, spec, reference = annotated_head(folder)
         for scratch in (False, True):
             row = run_round(volume, labels, spec, folder, scratch)
-            prediction, _ = read_labelmap(row.pop("output"))
             names = {value: f"class {value}" for value in range(1, 9)}
-            scores = evaluate_images(prediction, reference, names)
-            row["mean_dice"] = round(float(np.mean([c.dice for c in scores.classes if c.value in names])), 3)
+            for key in ("output", "first_output"):
+                prediction, _ = read_labelmap(row.pop(key))
+                scores = evaluate_images(prediction, reference, names)
+                dice = round(float(np.mean([c.dice for c in scores.classes if c.value in names])), 3)
+                row["mean_dice" if key == "output" else "first_answer_mean_dice"] = dice
             rows.append(row)
+            first = row["first_answer_seconds"]
             print(f"{row['method']:18s} {row['seconds']:7.1f} s  mean Dice {row['mean_dice']:.3f}  "
-                  f"(target <= {TARGET_SECONDS:.0f} s: {'met' if row['seconds'] <= TARGET_SECONDS else 'NOT met'})",
-                  flush=True)
+                  f"(target <= {TARGET_SECONDS:.0f} s: {'met' if row['seconds'] <= TARGET_SECONDS else 'NOT met'}); "
+                  f"first answer at {first} s, Dice {row['first_answer_mean_dice']:.3f} "
+                  f"(target <= {FIRST_ANSWER_TARGET_SECONDS:.0f} s: "
+                  f"{'met' if first is not None and first <= FIRST_ANSWER_TARGET_SECONDS else 'NOT met'})", flush=True)
+    from benchmarks.sparse.run import git_state
+
     report = {
+        "command": "python -m benchmarks.sparse.round_time", "git": git_state(),
+        "load": {"before": before, "after": [round(v, 2) for v in os.getloadavg()]},
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "volume": "Colin27 ch2 T1, whole head, 181x217x181 at 1 mm",
-        "slices": spec, "target_seconds": TARGET_SECONDS, "rows": rows,
+        "slices": spec, "target_seconds": TARGET_SECONDS, "first_answer_target_seconds": FIRST_ANSWER_TARGET_SECONDS,
+        "rows": rows,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "sparse_round_time.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     lines = ["# One sparse round on a whole 1 mm head", "",
-             f"Created {report['created']}, {report['machine']['cpus']} CPU cores. `medseg finetune` end to end "
+             f"Command: `{report['command']}`. Commit `{report['git']['commit']}`; created {report['created']}, "
+             f"{report['machine']['cpus']} CPU cores; load average before {before}, after {report['load']['after']}. "
+             "`medseg finetune` end to end "
              f"(process start to saved model and segmentation), default time budget, on {report['volume']}; "
              f"slices `{spec}` (parallel-3 of the eight AAL structures). Dice: mean over the eight structures "
-             "against AAL on the whole head.", "",
-             "| method | seconds | target | mean Dice |", "|---|---:|---|---:|"]
-    lines += [f"| {r['method']} | {r['seconds']:.1f} | <= {TARGET_SECONDS:.0f} s | {r['mean_dice']:.3f} |" for r in rows]
+             "against AAL on the whole head. First answer: when the engine announced `--first-output` written.", "",
+             "| method | round seconds (target <= 120) | mean Dice | first answer seconds (target <= 15) | "
+             "first answer mean Dice |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['method']} | {r['seconds']:.1f} | {r['mean_dice']:.3f} | {r['first_answer_seconds']} | "
+              f"{r['first_answer_mean_dice']:.3f} |" for r in rows]
     (args.output_dir / "sparse_round_time.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.output_dir / 'sparse_round_time.json'} and .md")
     return 0
