@@ -16,6 +16,8 @@ from MedSegExtension.sparse.candidates import (
     DEFAULT,
     GROWING,
     GROWING_26,
+    INTENSITY,
+    INTENSITY_FIT,
     INTERPOLATION,
     Candidates,
     cheap_candidates,
@@ -102,13 +104,21 @@ def test_each_structure_is_scored_on_a_slice_inside_its_own_slices() -> None:
     array = sitk.GetArrayFromImage(image)
     candidates = cheap_candidates(array, annotation, image.GetSpacing(), [1, 2], SliceRef("k", 18))
     assert set(candidates.shared[GROWING]) == {1} and set(candidates.own[GROWING]) == {2}
-    assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTERPOLATION}
+    assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTENSITY, INTERPOLATION}
     # A ball between close slices: interpolation is near exact.
-    assert candidates.scored(2)[INTERPOLATION] > 0.9 and candidates.best(2) in (INTERPOLATION, GROWING, GROWING_26)
-    # One slice per structure: nothing to score, the default stands.
+    assert candidates.scored(2)[INTERPOLATION] > 0.9
+    # One slice per structure: nothing to score. Bright balls on a dark ground are explained by
+    # their intensity (the model's fit on the slice), so the intensity model is taken...
     single = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])
     alone = cheap_candidates(array, single, image.GetSpacing(), [1, 2], None)
-    assert not alone.shared and not alone.own and alone.best(1) == DEFAULT
+    assert not alone.shared and not alone.own
+    assert min(alone.intensity_fit.values()) > INTENSITY_FIT and alone.best(1) == INTENSITY
+    assert overlap_metrics(alone.labels[INTENSITY] == 1, truth == 1).dice > 0.9
+    # ...but not when the balls look like their surroundings: then 26-neighbour growing.
+    flat = sitk.GetImageFromArray(np.random.default_rng(0).normal(50, 8, truth.shape).astype(np.float32))
+    flat.CopyInformation(image)
+    look_alike = cheap_candidates(sitk.GetArrayFromImage(flat), single, image.GetSpacing(), [1, 2], None)
+    assert max(look_alike.intensity_fit.values()) < INTENSITY_FIT and look_alike.best(1) == DEFAULT
 
 
 def test_fine_tune_takes_a_cheap_candidate_where_an_undertrained_network_loses_on_the_held_out_slice() -> None:
