@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..io.atomic import compound_suffix
 from ..io.volumes import VOLUME_SUFFIXES
 from ..models.card import ModelCard
+from ..networks import network_problems
 from .augmentation import AugmentationConfig
 from .losses import build_loss
 from .sample_quality import check_sample_weighting
@@ -331,6 +332,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     elif len(training.patch_size) != 3:
         raise InputError(f"{source}: training.patch_size must be three integers (i, j, k)")
     training.patch_size = tuple(int(s) for s in training.patch_size)
+    for problem in network_problems(card.network):
+        raise InputError(f"{source}: model.{problem}")
     divisor = 2 ** (len(card.network.channels) - 1)
     if any(s % divisor or s < divisor for s in training.patch_size):
         raise InputError(f"{source}: training.patch_size {list(training.patch_size)} must be multiples of {divisor} "

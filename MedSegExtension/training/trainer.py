@@ -106,7 +106,8 @@ def train(
             log("no validation cases: the final weights are saved (give data.val_cases or data.val_fraction)")
 
         torch.manual_seed(t.seed)
-        network = build_network(card_template.input_channels, card_template.num_classes, card_template.network)
+        network = build_network(card_template.input_channels, card_template.num_classes, card_template.network,
+                                card_template.channel_swap_for_lr_flip())
         if t.init_from:
             _initialize_from(network, t.init_from, log)
         if device.type == "cuda":
