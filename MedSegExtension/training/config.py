@@ -26,6 +26,7 @@ from ..io.volumes import VOLUME_SUFFIXES
 from ..models.card import ModelCard
 from ..networks import network_problems
 from .augmentation import AugmentationConfig
+from .hard_negative import check_hard_negative
 from .losses import build_loss
 from .sample_quality import check_sample_weighting
 
@@ -93,6 +94,7 @@ class TrainingConfig:
     sample_weighting: str = "none"  # "qam" or "qam_ocm": noisy-label weighting of seed 002 (sample_quality.py)
     ocm_lambda: float = 2.0  # OCM bound λ (qam_ocm): weights differ by at most e^{2λ}
     qam_lr: float = 1e-4  # learning rate of the QAM (seed 002)
+    hard_negative: dict[str, Any] | None = None  # {start_fraction, weight, kind}: seed 004's late loss (hard_negative.py)
 
     @property
     def patch_size_kji(self) -> tuple[int, int, int]:
@@ -356,6 +358,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
         raise InputError(f"{source}: training.amp must be auto, true or false")
     build_loss(training.loss, source=f"{source}: training.loss")  # report a bad loss now
     check_sample_weighting(training.sample_weighting, training.batch_size, training.ocm_lambda, training.qam_lr, source)
+    training.hard_negative = check_hard_negative(training.hard_negative, source)
     if training.init_from:
         candidate = _path(training.init_from, base)
         if candidate.is_dir():  # a folder, relative to the config; otherwise a model name

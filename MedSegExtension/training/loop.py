@@ -313,6 +313,9 @@ class TrainingLoop:
         weight = batch.get("weight")
         weight = None if weight is None else weight.to(self.device, non_blocking=non_blocking)
         self.optimizer.zero_grad(set_to_none=True)
+        set_step = getattr(self.loss, "set_step", None)
+        if set_step is not None:  # a loss that changes during training (training.hard_negative)
+            set_step(self.step)
         with autocast(self.device, self.amp):
             outputs = self.model(image)
         if self.weigh_samples is None:
