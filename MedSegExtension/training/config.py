@@ -32,7 +32,7 @@ from .sample_quality import check_sample_weighting
 
 # Keys that change how a run goes but not what it learns: left out of the config hash, so a
 # resumed run may change them.
-RUNTIME_KEYS = ("steps", "max_seconds", "num_workers", "device", "val_every", "checkpoint_every",
+RUNTIME_KEYS = ("steps", "max_seconds", "max_cpu_seconds", "num_workers", "device", "val_every", "checkpoint_every",
                 "early_stop_patience", "amp")
 CARD_OUTPUT_KEYS = ("sha256", "training", "folder", "format_version")
 
@@ -90,6 +90,7 @@ class TrainingConfig:
     device: str = "auto"
     amp: str | bool = "auto"  # bf16 autocast on CUDA
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None  # CPU-time budget of this process (fair comparisons on a shared machine)
     init_from: str | None = None  # a model name or folder whose weights training starts from
     sample_weighting: str = "none"  # "qam" or "qam_ocm": noisy-label weighting of seed 002 (sample_quality.py)
     ocm_lambda: float = 2.0  # OCM bound λ (qam_ocm): weights differ by at most e^{2λ}
@@ -346,6 +347,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     _positive(training.early_stop_patience, "early_stop_patience", source, allow_none=True)
     _positive(training.lr, "lr", source, integer=False)
     _positive(training.max_seconds, "max_seconds", source, integer=False, allow_none=True)
+    _positive(training.max_cpu_seconds, "max_cpu_seconds", source, integer=False, allow_none=True)
     if training.optimizer not in ("adamw", "sgd"):
         raise InputError(f"{source}: training.optimizer must be 'adamw' or 'sgd'")
     if training.schedule not in ("poly", "cosine", "constant"):
