@@ -60,6 +60,7 @@ def test_a_25d_model_trains_and_predicts_through_the_cli(tmp_path):
     assert isinstance(load_network(card), SliceStackUNet)
     assert prediction.shape == reference.shape
     assert dice(prediction, reference, BODY) > 0.8  # it learned: an untrained or misassembled network does not
+    assert card.network.summary() == "unet2.5d (3 slices)"  # what `medseg models` shows
 
 
 def test_each_25d_output_slice_sees_exactly_its_k_adjacent_input_slices():
@@ -154,7 +155,7 @@ def test_recurrent_refinement_feeds_back_the_previous_prediction_from_zeros():
 def test_recurrent_refinement_trains_and_predicts_through_the_cli(tmp_path):
     network = {"architecture": "unet3d", "recurrent_passes": 2, "channels": [4, 8]}
     card, prediction, reference = train_and_predict(tmp_path, network, steps=3)
-    assert card.network.recurrent_passes == 2
+    assert card.network.summary() == "unet3d, recurrent refinement: 2 passes"
     model = load_network(card)
     assert isinstance(model, RecurrentRefinement) and model.core.in_channels == 1 + card.num_classes
     assert prediction.shape == reference.shape

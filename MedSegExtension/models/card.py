@@ -73,6 +73,15 @@ class NetworkConfig:
     slices: int = 3  # unet2.5d / unet2d_planes: adjacent slices in as channels (odd; 1 = plain 2D)
     recurrent_passes: int = 1  # >= 2: the previous prediction is fed back with the image (seed 002)
 
+    def summary(self) -> str:
+        """The model type in one line, e.g. ``unet2.5d (3 slices), recurrent refinement: 2 passes``."""
+        text = self.architecture
+        if self.architecture != "unet3d":
+            text += f" ({self.slices} slice{'s' if self.slices != 1 else ''})"
+        if self.recurrent_passes > 1:
+            text += f", recurrent refinement: {self.recurrent_passes} passes"
+        return text
+
 
 @dataclass
 class ModelCard:
