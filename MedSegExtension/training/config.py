@@ -335,8 +335,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     elif len(training.patch_size) != 3:
         raise InputError(f"{source}: training.patch_size must be three integers (i, j, k)")
     training.patch_size = tuple(int(s) for s in training.patch_size)
-    for problem in network_problems(card.network):
-        raise InputError(f"{source}: model.{problem}")
+    problems = network_problems(card.network)
+    if problems:  # the first: each later one may follow from it
+        raise InputError(f"{source}: model.{problems[0]}")
     divisor = 2 ** (len(card.network.channels) - 1)
     if any(s % divisor or s < divisor for s in training.patch_size):
         raise InputError(f"{source}: training.patch_size {list(training.patch_size)} must be multiples of {divisor} "
