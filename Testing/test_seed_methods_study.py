@@ -57,3 +57,11 @@ def test_the_table_shows_the_share_of_lost_dice_each_method_recovers():
     assert "| 50 % | 0.500 | 0.500 (+0%) | 0.700 (+50%) |" in text
     assert "| 75 % | 0.300 | 0.200 (-17%) | 0.600 (+50%) |" in text
     assert len(planned_runs(["noise", "models"])) == 1 + 9 + 5  # the clean 3D baseline is run once for both
+
+
+def test_a_partial_study_says_which_cells_were_not_run():
+    runs = [{**run, "mean_dice": 0.9 if run["name"] == "clean_unet3d" else 0.6, "steps": 10, "parameters": 1000}
+            for run in planned_runs(["noise"]) if run["name"] in ("clean_unet3d", "noise50_none", "noise50_qam_ocm")]
+    text = markdown({"commit": "0123456789abc", "cpu_seconds_per_run": 60, "load_before": [2.0], "load_after": [3.0],
+                     "runs": runs})
+    assert "| 50 % | 0.600 | not run | 0.600 (+0%) |" in text and "| 25 % | not run | not run | not run |" in text

@@ -122,13 +122,16 @@ def markdown(record: dict) -> str:
                   "| noisy cases | baseline | QAM | QAM + OCM |", "|---|---|---|---|",
                   f"| 0 % | {clean:.3f} | | |"]
         for f in FRACTIONS:
-            base = rows[f"noise{int(f * 100)}_none"]["mean_dice"]
-            cells = [f"{base:.3f}"]
+            base_row = rows.get(f"noise{int(f * 100)}_none")
+            cells = [f"{base_row['mean_dice']:.3f}" if base_row else "not run"]
             for w in WEIGHTINGS[1:]:
-                value = rows[f"noise{int(f * 100)}_{w}"]["mean_dice"]
-                lost = clean - base
-                share = f" ({(value - base) / lost:+.0%})" if lost > 0.005 else ""
-                cells.append(f"{value:.3f}{share}")
+                row = rows.get(f"noise{int(f * 100)}_{w}")
+                if row is None:
+                    cells.append("not run")
+                    continue
+                lost = clean - base_row["mean_dice"] if base_row else 0.0
+                share = f" ({(row['mean_dice'] - base_row['mean_dice']) / lost:+.0%})" if lost > 0.005 else ""
+                cells.append(f"{row['mean_dice']:.3f}{share}")
             lines.append(f"| {int(f * 100)} % | " + " | ".join(cells) + " |")
         lines.append("")
     if any(r["architecture"] != "unet3d" for r in rows.values()):
@@ -148,15 +151,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-seconds", type=float, default=120.0, help="CPU-time budget of each training run")
     parser.add_argument("--studies", default="noise,models", help="comma-separated: noise, models")
+    parser.add_argument("--runs", default="", help="comma-separated run names to do alone (clean_unet3d always runs)")
     parser.add_argument("--draws", type=int, default=2, help="synthetic images per training donor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "seed_methods"), help="results stem (.json and .md)")
     args = parser.parse_args()
     studies = [s.strip() for s in args.studies.split(",") if s.strip()]
     unknown = set(studies) - {"noise", "models"}
+    known_runs = {run["name"] for run in planned_runs(["noise", "models"])}
+    unknown |= {name.strip() for name in args.runs.split(",") if name.strip()} - known_runs
     if unknown or args.cpu_seconds <= 0 or args.draws < 1:
-        parser.error(f"bad arguments: studies {sorted(unknown) or studies}, --cpu-seconds {args.cpu_seconds}, "
-                     f"--draws {args.draws}")
+        parser.error(f"bad arguments: unknown {sorted(unknown)} (studies: noise, models; runs: "
+                     f"{', '.join(sorted(known_runs))}), --cpu-seconds {args.cpu_seconds}, --draws {args.draws}")
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     record = {"commit": commit, "cpu_seconds_per_run": args.cpu_seconds, "studies": studies, "draws": args.draws,
@@ -170,7 +176,10 @@ def main() -> int:
                                                       args.draws, args.seed)
         record["corruption"] = corruption
         record["train_cases"], record["test_cases"] = [c.name for c in train_cases], [c.name for c in test]
+        wanted = {name.strip() for name in args.runs.split(",") if name.strip()}
         for run in planned_runs(studies):
+            if wanted and run["name"] not in wanted | {"clean_unet3d"}:
+                continue
             row = run_one(run, train_cases, test, work, args.cpu_seconds, args.seed)
             record["runs"].append(row)
             print(f"{row['name']}: Dice {row['mean_dice']:.3f} after {row['steps']} steps", flush=True)
