@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +327,14 @@ def test_time_budget_and_early_stop(tmp_path):
                          augmentation=NO_AUGMENTATION)
     card = train(frozen)
     assert card.training["stopped"] == "early_stop" and card.training["steps"] == 3
+
+
+def test_a_cpu_time_budget_stops_training_after_that_much_cpu_time(tmp_path):
+    started = time.process_time()
+    config = base_config(tmp_path, steps=100000, max_cpu_seconds=1.0, val_every=100000, augmentation=NO_AUGMENTATION)
+    card = train(config)
+    assert card.training["stopped"] == "time" and 1 <= card.training["steps"] < 1000
+    assert time.process_time() - started >= 1.0
 
 
 def test_output_folder_rules(tmp_path):

@@ -39,5 +39,6 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         if card.description:
             print(f"    {card.description}")
         print(f"    classes: {', '.join(label.name for label in card.labels)}")
+        print(f"    model type: {card.network.summary()}")
         print(f"    folder: {card.folder}")
     return 0

@@ -3,8 +3,8 @@
 The activation estimate comes from the network config, not from trial and error: in a forward
 pass without autograd, each U-Net level holds its skip tensor while a few working tensors of
 the same size (convolution output, normalization, concatenation in the decoder) are alive, so
-the peak is about ``Σ_levels channels × voxels / 8^level × bytes × LIVE_TENSORS`` plus the
-logits and probabilities. ``SAFETY`` covers allocator slack and convolution workspaces; a
+the peak is about ``Σ_levels channels × voxels / 8^level × bytes × LIVE_TENSORS`` (``4^level``
+for the 2D slice networks of ``unet2.5d`` and ``unet2d_planes``) plus the logits and probabilities. ``SAFETY`` covers allocator slack and convolution workspaces; a
 prediction that still runs out of memory falls back to windows (see ``sliding_window``).
 
 Field of view and normalization (measured, not assumed: ``benchmarks/inference_speed.py``): in
@@ -58,9 +58,16 @@ def available_memory(device: torch.device) -> int:
 def activation_bytes(card: ModelCard, shape: Sequence[int], batch: int = 1, bytes_per_value: int = 4) -> int:
     """Estimated peak memory of one forward pass over ``batch`` arrays of spatial ``shape``."""
     voxels = math.prod(shape)
-    features = sum(width / 8**level for level, width in enumerate(card.network.channels)) * LIVE_TENSORS
+    network = card.network
+    # 2D slice networks (unet2.5d, unet2d_planes) downsample in-plane only: 4× fewer voxels per level, not 8×.
+    shrink = 8 if network.architecture == "unet3d" else 4
+    features = sum(width / shrink**level for level, width in enumerate(network.channels)) * LIVE_TENSORS
     outputs = 3 * card.num_classes * 4 / bytes_per_value  # logits, probabilities (float32), their sum
-    return int(SAFETY * batch * voxels * bytes_per_value * (features + outputs + card.input_channels))
+    if network.architecture == "unet2d_planes":  # each plane's probabilities wait for the vote
+        outputs += 3 * card.num_classes * 4 / bytes_per_value
+    inputs = card.input_channels * (network.slices if network.architecture != "unet3d" else 1)  # slice stacks
+    inputs += card.num_classes if network.recurrent_passes > 1 else 0  # the fed-back prediction
+    return int(SAFETY * batch * voxels * bytes_per_value * (features + outputs + inputs))
 
 
 def size_divisor(card: ModelCard) -> int:

@@ -61,15 +61,26 @@ class Normalization:
 
 @dataclass
 class NetworkConfig:
-    """The 3D U-Net family: see :mod:`MedSegExtension.networks.unet`."""
+    """The U-Net family: see :mod:`MedSegExtension.networks` (``architecture``: the model type)."""
 
-    architecture: str = "unet3d"
+    architecture: str = "unet3d"  # "unet3d", "unet2.5d" (slice stacks) or "unet2d_planes" (three planes + vote)
     channels: tuple[int, ...] = (16, 32, 64, 128)
     block: str = "basic"  # "basic" (two convs) or "residual"
     squeeze_excitation: bool = False
     norm: str = "instance"  # "instance" or "batch"
     deep_supervision: bool = False
     dropout: float = 0.0
+    slices: int = 3  # unet2.5d / unet2d_planes: adjacent slices in as channels (odd; 1 = plain 2D)
+    recurrent_passes: int = 1  # >= 2: the previous prediction is fed back with the image (seed 002)
+
+    def summary(self) -> str:
+        """The model type in one line, e.g. ``unet2.5d (3 slices), recurrent refinement: 2 passes``."""
+        text = self.architecture
+        if self.architecture != "unet3d":
+            text += f" ({self.slices} slice{'s' if self.slices != 1 else ''})"
+        if self.recurrent_passes > 1:
+            text += f", recurrent refinement: {self.recurrent_passes} passes"
+        return text
 
 
 @dataclass

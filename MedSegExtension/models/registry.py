@@ -268,7 +268,10 @@ def load_network(card: ModelCard, device: str | torch.device = "cpu") -> UNet3D:
     from ..networks import build_network
 
     path = verify_weights(card)
-    network = build_network(card.input_channels, card.num_classes, card.network)
+    try:
+        network = build_network(card.input_channels, card.num_classes, card.network, card.channel_swap_for_lr_flip())
+    except ValueError as exc:
+        raise ModelError(f"{card.folder}: model {card.name!r}: {exc}") from None
     try:
         with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol: the error line says enough
             warnings.simplefilter("ignore")

@@ -1,5 +1,6 @@
-"""Network architectures: the configurable 3D U-Net family."""
+"""Network architectures: the U-Net family (3D, 2.5D, per-plane 2D with a vote; optional recurrent refinement)."""
 
-from .unet import UNet3D, build_network
+from .build import ARCHITECTURES, build_network, network_problems
+from .unet import UNet3D
 
-__all__ = ["UNet3D", "build_network"]
+__all__ = ["ARCHITECTURES", "UNet3D", "build_network", "network_problems"]

@@ -24,13 +24,15 @@ from ..errors import InputError
 from ..io.atomic import compound_suffix
 from ..io.volumes import VOLUME_SUFFIXES
 from ..models.card import ModelCard
+from ..networks import network_problems
 from .augmentation import AugmentationConfig
+from .hard_negative import check_hard_negative
 from .losses import build_loss
 from .sample_quality import check_sample_weighting
 
 # Keys that change how a run goes but not what it learns: left out of the config hash, so a
 # resumed run may change them.
-RUNTIME_KEYS = ("steps", "max_seconds", "num_workers", "device", "val_every", "checkpoint_every",
+RUNTIME_KEYS = ("steps", "max_seconds", "max_cpu_seconds", "num_workers", "device", "val_every", "checkpoint_every",
                 "early_stop_patience", "amp")
 CARD_OUTPUT_KEYS = ("sha256", "training", "folder", "format_version")
 
@@ -88,10 +90,12 @@ class TrainingConfig:
     device: str = "auto"
     amp: str | bool = "auto"  # bf16 autocast on CUDA
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None  # CPU-time budget of this process (fair comparisons on a shared machine)
     init_from: str | None = None  # a model name or folder whose weights training starts from
     sample_weighting: str = "none"  # "qam" or "qam_ocm": noisy-label weighting of seed 002 (sample_quality.py)
     ocm_lambda: float = 2.0  # OCM bound λ (qam_ocm): weights differ by at most e^{2λ}
     qam_lr: float = 1e-4  # learning rate of the QAM (seed 002)
+    hard_negative: dict[str, Any] | None = None  # {start_fraction, weight, kind}: seed 004's late loss (hard_negative.py)
 
     @property
     def patch_size_kji(self) -> tuple[int, int, int]:
@@ -331,6 +335,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     elif len(training.patch_size) != 3:
         raise InputError(f"{source}: training.patch_size must be three integers (i, j, k)")
     training.patch_size = tuple(int(s) for s in training.patch_size)
+    problems = network_problems(card.network)
+    if problems:  # the first: each later one may follow from it
+        raise InputError(f"{source}: model.{problems[0]}")
     divisor = 2 ** (len(card.network.channels) - 1)
     if any(s % divisor or s < divisor for s in training.patch_size):
         raise InputError(f"{source}: training.patch_size {list(training.patch_size)} must be multiples of {divisor} "
@@ -341,6 +348,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
     _positive(training.early_stop_patience, "early_stop_patience", source, allow_none=True)
     _positive(training.lr, "lr", source, integer=False)
     _positive(training.max_seconds, "max_seconds", source, integer=False, allow_none=True)
+    _positive(training.max_cpu_seconds, "max_cpu_seconds", source, integer=False, allow_none=True)
     if training.optimizer not in ("adamw", "sgd"):
         raise InputError(f"{source}: training.optimizer must be 'adamw' or 'sgd'")
     if training.schedule not in ("poly", "cosine", "constant"):
@@ -353,6 +361,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", source: st
         raise InputError(f"{source}: training.amp must be auto, true or false")
     build_loss(training.loss, source=f"{source}: training.loss")  # report a bad loss now
     check_sample_weighting(training.sample_weighting, training.batch_size, training.ocm_lambda, training.qam_lr, source)
+    training.hard_negative = check_hard_negative(training.hard_negative, source)
     if training.init_from:
         candidate = _path(training.init_from, base)
         if candidate.is_dir():  # a folder, relative to the config; otherwise a model name

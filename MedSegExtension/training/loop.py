@@ -49,6 +49,7 @@ class LoopOptions:
     checkpoint_every: int | None = None
     early_stop_patience: int | None = None
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None  # time.process_time() of this session: all its threads
     seed: int = 0
     amp: bool | str = "auto"
 
@@ -257,7 +258,7 @@ class TrainingLoop:
     def run(self) -> LoopResult:
         """Train from the current step to ``options.steps`` (or the time budget / early stop)."""
         o = self.options
-        self._started = time.monotonic()
+        self._started, self._cpu_started = time.monotonic(), time.process_time()
         self._start_step = self.step
         stopped = "steps"
         iterator: Iterator[dict[str, torch.Tensor]] = iter(self.batches(self.step))
@@ -278,6 +279,8 @@ class TrainingLoop:
                 if self.step % o.val_every == 0 or self.step == o.steps:
                     early = self._run_validation()
                 out_of_time = bool(o.max_seconds) and self._session_seconds() >= float(o.max_seconds or 0)
+                out_of_time = out_of_time or (bool(o.max_cpu_seconds) and
+                                              time.process_time() - self._cpu_started >= float(o.max_cpu_seconds or 0))
                 nonfinite = not math.isfinite(loss_value)
                 early, out_of_time, nonfinite = any_true([early, out_of_time, nonfinite], self.dist, self.device)
                 if nonfinite:
@@ -291,7 +294,8 @@ class TrainingLoop:
                 if early or out_of_time:
                     stopped = "early_stop" if early else "time"
                     self.log(f"stopping at step {self.step}: " + ("no improvement in "
-                             f"{o.early_stop_patience} validations" if early else f"time budget of {o.max_seconds} s"))
+                             f"{o.early_stop_patience} validations" if early else "time budget of "
+                             + (f"{o.max_seconds} s" if o.max_seconds else f"{o.max_cpu_seconds} CPU s")))
                     break
         finally:
             close = getattr(iterator, "close", None)
@@ -313,6 +317,9 @@ class TrainingLoop:
         weight = batch.get("weight")
         weight = None if weight is None else weight.to(self.device, non_blocking=non_blocking)
         self.optimizer.zero_grad(set_to_none=True)
+        set_step = getattr(self.loss, "set_step", None)
+        if set_step is not None:  # a loss that changes during training (training.hard_negative)
+            set_step(self.step)
         with autocast(self.device, self.amp):
             outputs = self.model(image)
         if self.weigh_samples is None:

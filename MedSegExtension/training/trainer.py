@@ -23,6 +23,7 @@ from ..progress import CancelToken, ProgressCallback, ScaledProgress, no_progres
 from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
 from .config import TrainConfig, config_from_dict, load_config
 from .distributed import DistInfo, barrier, init_distributed, shutdown
+from .hard_negative import with_hard_negative
 from .loop import LoopOptions, LoopResult, TrainingLoop
 from .losses import build_loss
 from .optimization import use_amp
@@ -106,12 +107,13 @@ def train(
             log("no validation cases: the final weights are saved (give data.val_cases or data.val_fraction)")
 
         torch.manual_seed(t.seed)
-        network = build_network(card_template.input_channels, card_template.num_classes, card_template.network)
+        network = build_network(card_template.input_channels, card_template.num_classes, card_template.network,
+                                card_template.channel_swap_for_lr_flip())
         if t.init_from:
             _initialize_from(network, t.init_from, log)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        loss = build_loss(t.loss)
+        loss = with_hard_negative(build_loss(t.loss), t.hard_negative, t.steps)
         weighting = build_sample_weighting(t.sample_weighting, card_template.input_channels, card_template.num_classes,
                                            t.ocm_lambda, t.qam_lr)
         patch = t.patch_size_kji
@@ -192,6 +194,7 @@ def _provenance(cfg: TrainConfig, result: LoopResult, device: torch.device, info
         "schedule": t.schedule,
         "loss": t.loss,
         "sample_weighting": t.sample_weighting,
+        **({"hard_negative": t.hard_negative} if t.hard_negative else {}),
         **({"ocm_lambda": t.ocm_lambda} if t.sample_weighting == "qam_ocm" else {}),
         **({"qam_lr": t.qam_lr} if t.sample_weighting != "none" else {}),
         "foreground_fraction": t.foreground_fraction,
