@@ -121,6 +121,9 @@ def _build_network(
         return build_network(1, 1 + len(classes), settings.network).to(device), []
     if base.input_channels != 1:
         raise InputError(f"base model {base.name!r} takes {base.input_channels} channels; sparse mode needs 1")
+    if base.network.architecture != "unet3d" or base.network.recurrent_passes > 1:
+        raise InputError(f"base model {base.name!r} is a {base.network.summary()} model; sparse mode starts from "
+                         "a unet3d model (or use --from-scratch)")
     source = load_network(base, "cpu")
     network = build_network(1, 1 + len(classes), base.network)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith(("head.", "aux_heads."))}
