@@ -154,14 +154,14 @@ def test_memory_is_checked_before_anything_is_allocated(tmp_path) -> None:
         set_memory_limit(None)
 
 
-def test_a_large_box_is_propagated_on_a_coarser_grid_with_the_same_shape(tmp_path, monkeypatch) -> None:
+def test_a_large_box_is_propagated_on_a_coarser_grid_with_the_same_shape_with_mirroring(tmp_path, monkeypatch) -> None:
     import MedSegExtension.sparse.propagation as propagation
 
     image, _truth, annotation = two_structure_case()
     monkeypatch.setattr(propagation, "MAX_VOXELS", 800)
     assert propagation.coarsening_factor((16, 16, 16), 800) == 2 and coarsening_factor((8, 8, 8)) == 1
-    labels = propagate(image, annotation, model=load_propagation_model(tiny_model(tmp_path)))
-    assert labels.shape == image.shape
+    labels = propagate(image, annotation, model=load_propagation_model(tiny_model(tmp_path)), mirror=True)
+    assert labels.shape == image.shape and set(np.unique(labels).tolist()) <= {0, 3, 7}
     assert np.array_equal(labels[annotation.known], annotation.labels[annotation.known])
 
 

@@ -59,14 +59,16 @@ def network_input(image: np.ndarray, known: np.ndarray, structure: np.ndarray) -
 
 
 def structure_probability(network: UNet3D, card: ModelCard, image: np.ndarray, known: np.ndarray,
-                          structure: np.ndarray, device: torch.device, *, progress: ProgressCallback = no_progress,
-                          cancel: CancelToken | None = None) -> np.ndarray:
-    """The structure's probability (k, j, i) on the grid of ``image`` (a region, already cropped)."""
+                          structure: np.ndarray, device: torch.device, *, mirror: bool = False,
+                          progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> np.ndarray:
+    """The structure's probability (k, j, i) on the grid of ``image`` (a region, already cropped);
+    ``mirror`` averages over the three single-axis mirrors too (the network is class-agnostic: no swap)."""
     factor = coarsening_factor(image.shape)
     small = network_input(_block_reduce(image.astype(np.float32), factor, "mean"),
                           _block_reduce(known, factor, "any"), _block_reduce(structure & known, factor, "any"))
     window = tuple(card.window_size[::-1])
-    settings = WindowSettings(window, overlap=OVERLAP, size_divisor=network.size_divisor)
+    settings = WindowSettings(window, overlap=OVERLAP, size_divisor=network.size_divisor,
+                              mirror_axes=((0,), (1,), (2,)) if mirror else ())
     probability = sliding_window_probabilities(network, small, settings, device, progress=progress,
                                                cancel=cancel)[1]
     if factor > 1:
@@ -89,11 +91,12 @@ def check_propagation_memory(annotation: SparseAnnotation, boxes: dict, card: Mo
 
 def propagate(image: np.ndarray, annotation: SparseAnnotation, spacing_ijk: Sequence[float] | None = None,
               values: Sequence[int] | None = None, *, model: tuple[UNet3D, ModelCard] | None = None,
-              device: str | torch.device = "cpu", progress: ProgressCallback = no_progress,
+              device: str | torch.device = "cpu", mirror: bool = False, progress: ProgressCallback = no_progress,
               cancel: CancelToken | None = None) -> np.ndarray:
     """Dense (k, j, i) labels of ``values`` (default: the annotated classes) propagated from ``annotation``.
 
-    ``model``: a loaded ``(network, card)``; default the bundled propagation model. ``spacing_ijk``
+    ``model``: a loaded ``(network, card)``; default the bundled propagation model. ``mirror``: mirroring
+    test-time augmentation (four network passes instead of one). ``spacing_ijk``
     is accepted for the common candidate signature; the network works in voxels.
     """
     del spacing_ijk
@@ -112,7 +115,8 @@ def propagate(image: np.ndarray, annotation: SparseAnnotation, spacing_ijk: Sequ
             progress((number + fraction) / len(boxes), f"propagating structure {value}: {message}")
 
         probability = structure_probability(network, card, image[box], annotation.known[box],
-                                            annotation.labels[box] == value, device, progress=report, cancel=cancel)
+                                            annotation.labels[box] == value, device, mirror=mirror, progress=report,
+                                            cancel=cancel)
         wins = (probability > 0.5) & (probability > best[box])
         best[box] = np.where(wins, probability, best[box])
         labels[box] = np.where(wins, value, labels[box])

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--finetune", action="store_true", help="also run fine_tune with its defaults")
     parser.add_argument("--propagation", action="store_true", help="also run the propagation network")
     parser.add_argument("--propagation-model", default=None, help="its folder (default: the bundled one)")
+    parser.add_argument("--propagation-mirror", action="store_true", help="propagation with mirroring TTA")
     parser.add_argument("--time-cap", type=float, default=None, help="fine_tune's time budget (a cap)")
     args = parser.parse_args()
     task = load_task(args.task, [s for s in args.structures.split(",") if s] or None)
@@ -44,7 +45,8 @@ def main() -> None:
 
         start = time.perf_counter()
         model = load_propagation_model(args.propagation_model)
-        results["propagation"] = propagate(image, annotation, task.image.GetSpacing(), task.values, model=model)
+        results["propagation"] = propagate(image, annotation, task.image.GetSpacing(), task.values, model=model,
+                                             mirror=args.propagation_mirror)
         print(f"propagation: {time.perf_counter() - start:.1f} s (loading included)")
     if args.finetune:
         from MedSegExtension.models.registry import ModelRegistry
