@@ -25,6 +25,7 @@ from MedSegExtension.sparse.propagation import coarsening_factor, network_input,
 from MedSegExtension.sparse.propagation_model import (
     PROPAGATION_CARD,
     PROPAGATION_WEIGHTS,
+    bundled_propagation_model,
     load_propagation_model,
     new_network,
     propagation_card,
@@ -208,3 +209,13 @@ def test_a_network_trained_50_steps_on_spheres_beats_chance_from_two_slices(tmp_
     dice = overlap_metrics(labels == 1, truth).dice
     drawn_only = overlap_metrics(annotation.known & truth, truth).dice  # what the slices alone give
     assert dice > 0.75 and dice > drawn_only + 0.3
+
+
+def test_no_installed_model_is_none_but_a_broken_one_still_raises(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MEDSEG_PROPAGATION_MODEL", str(tmp_path / "absent"))
+    assert bundled_propagation_model() is None
+    folder = tiny_model(tmp_path / "broken")
+    (folder / PROPAGATION_WEIGHTS).unlink()
+    monkeypatch.setenv("MEDSEG_PROPAGATION_MODEL", str(folder))
+    with pytest.raises(ModelError, match="missing"):
+        bundled_propagation_model()

@@ -88,3 +88,14 @@ def load_propagation_model(folder: str | os.PathLike[str] | None = None,
                          f"has {card.input_channels} and {len(card.labels)})")
     card.folder = folder
     return load_network(card, device), card
+
+
+def bundled_propagation_model(device: str | torch.device = "cpu") -> tuple[UNet3D, ModelCard] | None:
+    """The default propagation model, or None when none is installed (no card in its folder).
+
+    A folder that has a card but a broken or planted model still raises: only absence is quiet.
+    """
+    folder = default_folder()
+    if not (folder / PROPAGATION_CARD).is_file():
+        return None
+    return load_propagation_model(folder, device)
