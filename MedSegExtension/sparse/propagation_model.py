@@ -28,6 +28,7 @@ PROPAGATION_FOLDER = "sparse-propagation"  # under Resources/Models
 PROPAGATION_CARD = "propagation.json"
 PROPAGATION_WEIGHTS = "propagation.pt"
 CHANNELS = ("image", "known", "structure on known voxels")
+LICENSE = "Weights: Apache-2.0 (MedSeg). Trained on synthetic data only (no third-party data). See Resources/Models/LICENSES.md."
 IMAGE_NORMALIZATION = Normalization("percentile", 0.5, 99.5)  # of the region, to [0, 1]
 
 
@@ -48,7 +49,7 @@ def propagation_card(channels: tuple[int, ...] = (8, 16, 32, 64), window: int = 
         target_spacing=(1.0, 1.0, 1.0), window_size=(window, window, window),
         normalization=IMAGE_NORMALIZATION, network=NetworkConfig(channels=tuple(channels)),
         crop_foreground=False, channel_names=list(CHANNELS), weights_file=PROPAGATION_WEIGHTS,
-        license="MIT (trained by MedSeg on synthetic data only)", training=dict(training or {}),
+        license=LICENSE, training=dict(training or {}),
     )
 
 
