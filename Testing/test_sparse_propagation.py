@@ -105,7 +105,7 @@ def test_replaced_weights_and_missing_files_each_give_one_clear_error(tmp_path) 
     (folder / PROPAGATION_WEIGHTS).unlink()
     with pytest.raises(ModelError, match=f"{PROPAGATION_WEIGHTS}: weights file .* is missing"):
         load_propagation_model(folder)
-    with pytest.raises(ModelError, match=f"no propagation model \\(no {PROPAGATION_CARD}\\)"):
+    with pytest.raises(ModelError, match=f"nowhere: not a model folder \\(no {PROPAGATION_CARD}\\)"):
         load_propagation_model(tmp_path / "nowhere")
 
 

@@ -12,7 +12,6 @@ Weights are checked against the card's sha256 and read with ``torch.load(weights
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -66,28 +65,17 @@ def save_propagation_model(card: ModelCard, network: torch.nn.Module, folder: st
     with atomic_output(card.weights_path) as tmp:
         torch.save(state, tmp)
     card.sha256 = sha256_of(card.weights_path)
-    path = folder / PROPAGATION_CARD
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return path
+    return card.save(folder, PROPAGATION_CARD)
 
 
 def load_propagation_model(folder: str | os.PathLike[str] | None = None,
                            device: str | torch.device = "cpu") -> tuple[UNet3D, ModelCard]:
     """The verified network (eval mode) and its card; one :class:`ModelError` line for any problem."""
     folder = Path(folder) if folder is not None else default_folder()
-    path = folder / PROPAGATION_CARD
-    if not path.is_file():
-        raise ModelError(f"{folder}: no propagation model (no {PROPAGATION_CARD})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the propagation card ({exc})") from None
-    card = ModelCard.from_dict(data, source=str(path))
+    card = ModelCard.load(folder, PROPAGATION_CARD)
     if card.input_channels != len(CHANNELS) or card.num_classes != 2:
-        raise ModelError(f"{path}: not a propagation card (needs {len(CHANNELS)} input channels and one label, "
+        raise ModelError(f"{folder / PROPAGATION_CARD}: not a propagation card (needs {len(CHANNELS)} input channels and one label, "
                          f"has {card.input_channels} and {len(card.labels)})")
-    card.folder = folder
     return load_network(card, device), card
 
 
