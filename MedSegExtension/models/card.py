@@ -143,11 +143,11 @@ class ModelCard:
         data["format_version"] = CARD_FORMAT_VERSION
         return data
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``model.json`` into ``folder`` atomically."""
+    def save(self, folder: str | Path, card_file: str = CARD_FILE) -> Path:
+        """Write ``model.json`` (or ``card_file``) into ``folder`` atomically."""
         from ..io.atomic import atomic_output
 
-        path = Path(folder) / CARD_FILE
+        path = Path(folder) / card_file
         with atomic_output(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
@@ -219,11 +219,11 @@ class ModelCard:
             raise ModelError(f"{source}: " + "; ".join(problems))
 
     @classmethod
-    def load(cls, folder: str | Path) -> ModelCard:
+    def load(cls, folder: str | Path, card_file: str = CARD_FILE) -> ModelCard:
         folder = Path(folder)
-        path = folder / CARD_FILE
+        path = folder / card_file
         if not path.is_file():
-            raise ModelError(f"{folder}: not a model folder (no {CARD_FILE})")
+            raise ModelError(f"{folder}: not a model folder (no {card_file})")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--protocol", default="parallel-3")
     parser.add_argument("--slicer", action="store_true", help="also run Slicer's tools (slicer-core)")
     parser.add_argument("--finetune", action="store_true", help="also run fine_tune with its defaults")
+    parser.add_argument("--propagation", action="store_true", help="also run the propagation network")
+    parser.add_argument("--propagation-model", default=None, help="its folder (default: the bundled one)")
+    parser.add_argument("--propagation-mirror", action="store_true", help="propagation with mirroring TTA")
     parser.add_argument("--time-cap", type=float, default=None, help="fine_tune's time budget (a cap)")
     args = parser.parse_args()
     task = load_task(args.task, [s for s in args.structures.split(",") if s] or None)
@@ -36,6 +39,15 @@ def main() -> None:
     grown = grow_labels(image, annotation, task.image.GetSpacing())
     print(f"grow: {time.perf_counter() - start:.1f} s on {image.shape}")
     results = {"grow": grown, "interpolation": interpolated_labels(annotation, task.values, task.image.GetSpacing())}
+    if args.propagation:
+        from MedSegExtension.sparse.propagation import propagate
+        from MedSegExtension.sparse.propagation_model import load_propagation_model
+
+        start = time.perf_counter()
+        model = load_propagation_model(args.propagation_model)
+        results["propagation"] = propagate(image, annotation, task.image.GetSpacing(), task.values, model=model,
+                                             mirror=args.propagation_mirror)
+        print(f"propagation: {time.perf_counter() - start:.1f} s (loading included)")
     if args.finetune:
         from MedSegExtension.models.registry import ModelRegistry
         from MedSegExtension.sparse.finetune import FineTuneSettings, fine_tune
