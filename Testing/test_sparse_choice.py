@@ -19,6 +19,7 @@ from MedSegExtension.sparse.candidates import (
     INTENSITY,
     INTENSITY_FIT,
     INTERPOLATION,
+    PROPAGATION,
     Candidates,
     cheap_candidates,
 )
@@ -104,7 +105,7 @@ def test_each_structure_is_scored_on_a_slice_inside_its_own_slices() -> None:
     array = sitk.GetArrayFromImage(image)
     candidates = cheap_candidates(array, annotation, image.GetSpacing(), [1, 2], SliceRef("k", 18))
     assert set(candidates.shared[GROWING]) == {1} and set(candidates.own[GROWING]) == {2}
-    assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTENSITY, INTERPOLATION}
+    assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTENSITY, PROPAGATION, INTERPOLATION}
     # A ball between close slices: interpolation is near exact.
     assert candidates.scored(2)[INTERPOLATION] > 0.9
     # One slice per structure: nothing to score. Bright balls on a dark ground are explained by

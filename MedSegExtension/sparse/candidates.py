@@ -1,5 +1,5 @@
-"""The cheap candidates: region growing (6 and 26 neighbours), an intensity model and interpolation,
-scored on held-out slices.
+"""The cheap candidates: region growing (6 and 26 neighbours), an intensity model, the bundled
+propagation network (``propagation.py``, when installed) and interpolation, scored on held-out slices.
 
 They need no training, so they are ready in seconds and make the first answer. A held-out slice,
 predicted from the other slices, tells which of them to trust per structure. Each structure is
@@ -25,12 +25,15 @@ from .growing import GrowingGraph, growing_region
 from .held_out import class_held_out, interior_classes
 from .intensity import intensity_labels
 from .interpolation import interpolated_labels
+from .propagation import propagate
+from .propagation_model import bundled_propagation_model
 from .scoring import class_dice_on, held_out_voxels
 
 GROWING = "region growing"  # 6 neighbours: faces only
 GROWING_26 = "region growing, 26 neighbours"
 INTERPOLATION = "interpolation"
 INTENSITY = "intensity model"
+PROPAGATION = "propagation network"
 INTENSITY_FIT = 0.9
 _CONNECTIVITY = {GROWING: 6, GROWING_26: 26}
 DEFAULT = GROWING_26  # the cheap choice where nothing was measured
@@ -99,12 +102,19 @@ def cheap_candidates(image: np.ndarray, annotation: SparseAnnotation, spacing_ij
         cancel.raise_if_cancelled()
     region = growing_region(annotation)
     candidates.labels[INTENSITY], candidates.intensity_fit = intensity_labels(image, annotation, region, values)
+    propagation = bundled_propagation_model()  # None where it is not installed: the candidate is left out
+    if propagation is not None:
+        progress(0.0, f"{PROPAGATION} from the annotated slices")
+        candidates.labels[PROPAGATION] = propagate(image, annotation, spacing_ijk, values, model=propagation,
+                                                   cancel=cancel)
     candidates.labels[INTERPOLATION] = interpolated_labels(annotation, values, spacing_ijk)
     for ref, classes in slices.items():
         rest, where = annotation.without(ref), held_out_voxels(annotation, ref)
         scores = candidates.shared if ref == held_out else candidates.own
         predicted = {name: graph.grow(rest) for name, graph in graphs.items()}
         predicted[INTENSITY], _ = intensity_labels(image, rest, region, values)
+        if propagation is not None:
+            predicted[PROPAGATION] = propagate(image, rest, spacing_ijk, classes, model=propagation, cancel=cancel)
         predicted[INTERPOLATION] = interpolated_labels(rest, classes, spacing_ijk)
         for name, labels in predicted.items():
             scores.setdefault(name, {}).update(zip(classes, class_dice_on(labels, annotation, where, classes)))
