@@ -108,6 +108,12 @@ def test_each_structure_is_scored_on_a_slice_inside_its_own_slices() -> None:
     assert set(candidates.scored(2)) == {GROWING, GROWING_26, INTENSITY, PROPAGATION, INTERPOLATION}
     # A ball between close slices: interpolation is near exact.
     assert candidates.scored(2)[INTERPOLATION] > 0.9
+    # 1+1+1 orthogonal slices: no slice lies inside a ball's slices; the left ball is scored on the
+    # network's slice all the same (the two others still label it), the right one, on k:16 and j:16
+    # only, on neither.
+    orthogonal = from_slices(image, labels_on(image, truth), [SliceRef("k", 16), SliceRef("j", 16), SliceRef("i", 12)])
+    across = cheap_candidates(array, orthogonal, image.GetSpacing(), [1, 2], SliceRef("i", 12))
+    assert set(across.shared[GROWING]) == {1} and not across.own
     # One slice per structure: nothing to score. Bright balls on a dark ground are explained by
     # their intensity (the model's fit on the slice), so the intensity model is taken...
     single = from_slices(image, labels_on(image, truth), [SliceRef("k", 16)])

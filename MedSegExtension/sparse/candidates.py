@@ -3,9 +3,10 @@ propagation network (``propagation.py``, when installed) and interpolation, scor
 
 They need no training, so they are ready in seconds and make the first answer. A held-out slice,
 predicted from the other slices, tells which of them to trust per structure. Each structure is
-scored on a slice it is *interior* to (other slices label it on both sides, see
-``held_out.interior_classes``): the network's held-out slice where that holds, so the network
-is compared on the same voxels; else the structure's own middle slice (cheap methods only).
+scored on a slice it is *interior* to where it has one (other slices label it on both sides, see
+``held_out.class_held_out``), else on one whose removal leaves it two others (1+1+1 slices): the
+network's held-out slice where that serves, so the network is compared on the same voxels; else
+the structure's own slice (cheap methods only).
 Where no such slice exists (one slice per structure), the intensity model is taken if it explains
 the structure's own annotated voxels (Dice >= ``INTENSITY_FIT``: on the dev split 0.93–0.99 where
 intensity defines the structure, 0.00 for nuclei, gyri and tracts), else 26-neighbour growing: on
@@ -22,7 +23,7 @@ import numpy as np
 from ..progress import CancelToken, ProgressCallback, no_progress
 from .annotations import SliceRef, SparseAnnotation
 from .growing import GrowingGraph, growing_region
-from .held_out import class_held_out, interior_classes
+from .held_out import class_held_out
 from .intensity import intensity_labels
 from .interpolation import interpolated_labels
 from .propagation import propagate
@@ -81,14 +82,11 @@ def cheap_candidates(image: np.ndarray, annotation: SparseAnnotation, spacing_ij
                      cancel: CancelToken | None = None) -> Candidates:
     """Every cheap candidate from ``annotation``, and each scored per class from the other slices."""
     cancel = cancel or CancelToken()
-    # Which classes are scored on which slice: the network's held-out slice first.
+    # Which classes are scored on which slice: the network's held-out slice wherever it serves.
     slices: dict[SliceRef, list[int]] = {}
-    shared = [v for v in values if held_out is not None and v in interior_classes(annotation, held_out)]
-    if shared:
-        slices[held_out] = shared
     for value in values:
-        if value not in shared and (own := class_held_out(annotation, value)) is not None:
-            slices.setdefault(own, []).append(value)
+        if (ref := class_held_out(annotation, value, preferred=held_out)) is not None:
+            slices.setdefault(ref, []).append(value)
     candidates = Candidates({})
     graphs = {}
     region_voxels = np.prod([s.stop - s.start for s in growing_region(annotation)])  # the cheap methods' box

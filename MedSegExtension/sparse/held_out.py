@@ -36,14 +36,23 @@ def interior_classes(annotation: SparseAnnotation, ref: SliceRef) -> set[int]:
     return classes & below & above
 
 
-def class_held_out(annotation: SparseAnnotation, value: int) -> SliceRef | None:
-    """For one class, the slice to score cheap methods on: one it is interior to, the middlemost."""
+def class_held_out(annotation: SparseAnnotation, value: int, preferred: SliceRef | None = None) -> SliceRef | None:
+    """For one class, the slice to score methods on: one it is interior to (``preferred`` if it is one,
+    else the middlemost); failing that (1+1+1 orthogonal slices) one whose removal leaves the class
+    two others; else none."""
     inner = [ref for ref in annotation.slices if value in interior_classes(annotation, ref)]
-    if not inner:
-        return None
-    along = sorted(ref.index for ref in inner)
-    middle = along[len(along) // 2]
-    return min(inner, key=lambda ref: (abs(ref.index - middle), ref.index))
+    if inner:
+        if preferred in inner:
+            return preferred
+        along = sorted(ref.index for ref in inner)
+        middle = along[len(along) // 2]
+        return min(inner, key=lambda ref: (abs(ref.index - middle), ref.index))
+    classes_on = {ref: _slice_classes(annotation, ref) for ref in annotation.slices}
+    eligible = [ref for ref in annotation.slices if value in classes_on[ref]
+                and sum(value in classes_on[other] for other in annotation.slices if other != ref) >= 2]
+    if preferred in eligible:
+        return preferred
+    return eligible[0] if eligible else None
 
 
 def choose_held_out(annotation: SparseAnnotation) -> SliceRef | None:
