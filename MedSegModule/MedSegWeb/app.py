@@ -1,0 +1,225 @@
+"""The MedSeg web app: trame-slicer's MRML scene and views, driven by the Slicer module's logic.
+
+Load (upload or a server path given at start) -> Segment (the module's ``SegmentationRun``, an
+engine subprocess, followed from the event loop; progress and Cancel) -> review (segments with
+names, colours, mL, show/hide, opacity) -> correct (trame-slicer's paint/erase effects on the
+same segmentation node) -> download (``.seg.nrrd`` / ``.nii.gz``, written by the module's logic).
+
+One process serves one session: its scene and its work folder (removed at exit) belong to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from MedSegModuleLib.model_catalog import list_models
+from MedSegModuleLib.segmentation_logic import SegmentationSettings
+from MedSegModuleLib.segmentation_nodes import segment_volumes
+from trame.app import TrameApp
+from trame.app.file_upload import ClientFile
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+
+from MedSegExtension.errors import CancelledError, MedSegError
+
+from .exports import download_stem, export_segmentation
+from .segment_job import follow_segmentation
+from .ui import build_ui
+from .work_folder import DEFAULT_UPLOAD_LIMIT_MB, WorkFolder, volume_suffix
+
+LAYOUT = "Axial Primary"
+TOOLS = {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase}
+
+
+def hex_colour(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
+
+
+class MedSegWebApp(TrameApp):
+    def __init__(self, server=None, upload_limit_mb: float = DEFAULT_UPLOAD_LIMIT_MB) -> None:
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server)
+        self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
+        self.layout_manager.set_layout(LAYOUT)
+        self.folder = WorkFolder(upload_limit_mb)
+        self.volume_node: Any = None
+        self.segmentation_node: Any = None
+        self._cancel = None
+        self._init_state()
+        triggers = {
+            name: self.server.controller.trigger_name(handler)
+            for name, handler in (("upload", self.on_upload), ("segment", self.on_segment),
+                                  ("cancel", self.on_cancel), ("paint", lambda: self.toggle_tool("paint")),
+                                  ("erase", lambda: self.toggle_tool("erase")), ("download", self.on_download))
+        }
+        self.ui = build_ui(self.server, self.layout_manager, triggers, self.set_segment_visible)
+        self.state.change("opacity")(self._on_opacity)
+        self.server.controller.on_server_exited.add(lambda **_: self.folder.remove())
+
+    def _init_state(self) -> None:
+        catalog = list_models()
+        for problem in catalog.problems:
+            logging.warning(f"MedSeg web: {problem}")
+        self.state.update({
+            "models": [{"title": choice.label, "value": choice.key} for choice in catalog.models],
+            "model": catalog.models[0].key if catalog.models else "",
+            "device": "auto", "volume_name": "", "download_stem": "", "status": "Upload a volume to start.",
+            "error": "", "running": False, "progress": 0, "segments": [], "tool": "",
+        })
+
+    # -- load ----------------------------------------------------------------------------
+    def on_upload(self, files: list[dict] | None) -> None:
+        if not files:
+            return
+        try:
+            upload = ClientFile(files[0])
+            path = self.folder.save_upload(upload.name or "", upload.content or b"")
+            self.load_volume(path, Path(upload.name or path.name).name)
+        except MedSegError as exc:
+            self._fail(str(exc))
+
+    def load_volume(self, path: Path, display_name: str | None = None) -> None:
+        """Load a volume file (or a folder of DICOM files) as the session's only volume."""
+        files = sorted(str(p) for p in path.iterdir()) if path.is_dir() else [str(path)]
+        nodes = self.slicer.io_manager.load_volumes(files)
+        if not nodes:
+            raise MedSegError(f"{display_name or path.name}: Slicer could not read this volume")
+        self._clear_nodes()
+        self.volume_node = nodes[0]
+        name = display_name or path.name
+        suffix = volume_suffix(name)
+        self.volume_node.SetName(name[: -len(suffix)] if suffix else name)
+        self.slicer.display_manager.show_volume_in_slice_background(self.volume_node)
+        self.slicer.display_manager.reset_views()
+        self.state.update({"volume_name": self.volume_node.GetName(), "segments": [], "error": "", "progress": 0,
+                           "download_stem": download_stem(self.volume_node.GetName()), "status": "Volume loaded."})
+
+    def _clear_nodes(self) -> None:
+        for node in (self.segmentation_node, self.volume_node):
+            if node is not None and self.slicer.scene.IsNodePresent(node):
+                self.slicer.scene.RemoveNode(node)
+        self.segmentation_node = self.volume_node = None
+
+    # -- segment -------------------------------------------------------------------------
+    async def on_segment(self) -> None:
+        if self.volume_node is None or self.state.running:
+            return
+        self.toggle_tool("")
+        with self.state:
+            self.state.update({"running": True, "progress": 0, "error": "", "status": "Segmenting..."})
+        try:
+            outcome = await follow_segmentation(
+                self.slicer.scene, self.volume_node, SegmentationSettings(model=self.state.model),
+                self._on_progress, self._set_cancel,
+            )
+        except CancelledError as exc:
+            with self.state:
+                self.state.update({"running": False, "progress": 0, "status": str(exc)})
+            return
+        except MedSegError as exc:
+            with self.state:
+                self.state.running = False
+                self._fail(str(exc))
+            return
+        finally:
+            self._cancel = None
+        self._show_segmentation(outcome.segmentation_node)
+        with self.state:
+            self.state.update({"running": False, "progress": 100, "device": outcome.provenance["Device"],
+                               "status": f"Segmented with {outcome.provenance['Model']} in "
+                                         f"{outcome.provenance['Seconds']} s."})
+            self._refresh_segments()
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        with self.state:
+            self.state.update({"progress": round(100 * fraction), "status": message or "Segmenting..."})
+
+    def _set_cancel(self, cancel) -> None:
+        self._cancel = cancel
+
+    def on_cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+            self.state.status = "Cancelling..."
+
+    def _show_segmentation(self, node: Any) -> None:
+        if self.segmentation_node is not None and self.slicer.scene.IsNodePresent(self.segmentation_node):
+            self.slicer.scene.RemoveNode(self.segmentation_node)
+        self.segmentation_node = node
+        editor = self.slicer.segmentation_editor
+        editor.set_active_segmentation(node, self.volume_node)
+        editor.set_surface_representation_enabled(False)
+        self._on_opacity(self.state.opacity)
+
+    # -- review --------------------------------------------------------------------------
+    def _refresh_segments(self) -> None:
+        if self.segmentation_node is None:
+            self.state.segments = []
+            return
+        segmentation = self.segmentation_node.GetSegmentation()
+        display = self.segmentation_node.GetDisplayNode()
+        self.state.segments = [
+            {"id": entry.segment_id, "name": entry.name, "ml": f"{entry.millilitres:.2f}",
+             "color": hex_colour(segmentation.GetSegment(entry.segment_id).GetColor()),
+             "visible": bool(display.GetSegmentVisibility(entry.segment_id)) if display else True}
+            for entry in segment_volumes(self.segmentation_node)
+        ]
+
+    def set_segment_visible(self, segment_id: str, visible: bool) -> None:
+        display = self.segmentation_node.GetDisplayNode() if self.segmentation_node is not None else None
+        if display is None or self.segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            return
+        display.SetSegmentVisibility(segment_id, bool(visible))
+        self._refresh_segments()
+
+    def _on_opacity(self, opacity, **_) -> None:
+        display = self.segmentation_node.GetDisplayNode() if self.segmentation_node is not None else None
+        if display is not None:
+            display.SetOpacity(float(opacity))
+
+    # -- correct -------------------------------------------------------------------------
+    def toggle_tool(self, tool: str) -> None:
+        """Paint or erase with trame-slicer's brush on the active segment; the same tool again stops it."""
+        editor = self.slicer.segmentation_editor
+        if self.segmentation_node is None or not tool or tool == self.state.tool:
+            editor.deactivate_effect()
+            self.state.tool = ""
+        else:
+            editor.set_active_effect_type(TOOLS[tool])
+            self.state.tool = tool
+        self._refresh_segments()
+
+    # -- download ------------------------------------------------------------------------
+    def on_download(self, fmt: str):
+        if self.segmentation_node is None:
+            return None
+        try:
+            path = export_segmentation(self.segmentation_node, self.volume_node, fmt, self.folder)
+        except MedSegError as exc:
+            self._fail(str(exc))
+            return None
+        self._refresh_segments()
+        return self.server.protocol.addAttachment(path.read_bytes())
+
+    def _fail(self, message: str) -> None:
+        logging.error(f"MedSeg web: {message}")
+        self.state.update({"error": message, "status": ""})
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, open_path: str | None = None,
+          upload_limit_mb: float = DEFAULT_UPLOAD_LIMIT_MB) -> None:
+    """Start the app (blocking) on ``host:port``; ``open_path`` is loaded first (a server-side file)."""
+    app = MedSegWebApp(upload_limit_mb=upload_limit_mb)
+    if open_path:
+        app.load_volume(Path(open_path))
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        app.server.start(host=host, port=port, open_browser=False, timeout=0)

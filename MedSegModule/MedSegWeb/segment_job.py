@@ -1,0 +1,40 @@
+"""A segmentation run followed from the web server's event loop: the module's
+:class:`~MedSegModuleLib.segmentation_logic.SegmentationRun` (the engine in a subprocess) polled
+with ``await asyncio.sleep``, so the app answers other requests (and Cancel) while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from MedSegModuleLib.segmentation_logic import SegmentationOutcome, SegmentationRun, SegmentationSettings
+
+POLL_SECONDS = 0.2
+
+
+async def follow_segmentation(
+    scene: Any,
+    volume_node: Any,
+    settings: SegmentationSettings,
+    on_progress: Callable[[float, str], None],
+    register_cancel: Callable[[Callable[[], None]], None],
+) -> SegmentationOutcome:
+    """Start the run, report progress until it ends, return its outcome (or raise its error).
+
+    ``register_cancel`` receives the function that cancels this run (the Cancel button calls it).
+    """
+    run = SegmentationRun(scene, volume_node, settings)
+    run.start()
+    register_cancel(run.cancel)
+    try:
+        while not run.done:
+            for event in run.poll():
+                if event.kind == "progress":
+                    on_progress(run.fraction, event.message)
+            await asyncio.sleep(POLL_SECONDS)
+        run.poll()
+    except BaseException:
+        run.abort()
+        raise
+    return run.finish()

@@ -1,0 +1,105 @@
+"""The web app's parts that need no browser: the session folder's safety rules, the downloads
+(written by the module's logic on a real MRML scene), and ``medseg web``'s argument checks."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+from conftest import make_phantom
+from MedSegModuleLib.headless import create_scene
+from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node
+from MedSegModuleLib.volume_conversion import sitk_to_volume_node
+from MedSegWeb.exports import download_name, export_segmentation
+from MedSegWeb.work_folder import WorkFolder, sanitise_name
+
+from MedSegExtension.cli.main import main
+from MedSegExtension.errors import InputError
+from MedSegExtension.models.card import LabelInfo
+
+
+@pytest.fixture
+def folder(tmp_path):
+    work = WorkFolder(upload_limit_mb=1, parent=str(tmp_path))
+    yield work
+    work.remove()
+
+
+@pytest.mark.parametrize("name, clean", [
+    ("../../etc/passwd.nii.gz", "passwd.nii.gz"),
+    ("..\\..\\boot.ini.nrrd", "boot.ini.nrrd"),
+    (".hidden.mha", "hidden.mha"),
+    ("Gehirn Müller (1).nii.gz", "Gehirn_Muller_1_.nii.gz"),
+    ("..", ""),
+])
+def test_names_are_sanitised(name, clean):
+    assert sanitise_name(name) == clean
+
+
+def test_uploads_stay_in_the_folder_and_respect_the_limit(folder, tmp_path):
+    saved = folder.save_upload("../../outside.nii.gz", b"x" * 100)
+    assert saved.parent == folder.root and saved.name == "outside.nii.gz"
+    assert not (tmp_path / "outside.nii.gz").exists()
+    with pytest.raises(InputError, match="over the limit of 1 MB"):
+        folder.save_upload("big.nrrd", b"x" * (1024 * 1024 + 1))
+    assert not folder.path_for("big.nrrd").exists()
+    with pytest.raises(InputError, match="not a volume file"):
+        folder.save_upload("run.py", b"print(1)")
+    with pytest.raises(InputError, match="not a usable file name"):
+        folder.path_for("..")
+    again = folder.save_upload("outside.nii.gz", b"y")  # a second upload never replaces the first
+    assert again != saved and saved.read_bytes() == b"x" * 100
+
+
+def test_zipped_dicom_is_unpacked_flat_inside_the_folder(folder, tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("series/IM0001.dcm", b"a")
+        archive.writestr("../../escape.dcm", b"b")
+    target = folder.save_upload("scan.zip", buffer.getvalue())
+    assert target.parent == folder.root and target.is_dir()
+    assert sorted(p.name for p in target.iterdir()) == ["00000_IM0001.dcm", "00001_escape.dcm"]
+    assert not (tmp_path / "escape.dcm").exists() and not (folder.root / "scan.zip").exists()
+    with pytest.raises(InputError, match="not a valid zip file"):
+        folder.save_upload("broken.zip", b"not a zip")
+
+
+def test_downloads_are_the_segmentation_in_both_formats(folder):
+    env = create_scene()
+    image = make_phantom()
+    volume = sitk_to_volume_node(env.scene, image, "head")
+    array = np.zeros(image.GetSize()[::-1], np.uint8)
+    array[10:20, 12:20, 5:15] = 2
+    array[2:6, 2:6, 2:6] = 1
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(image)
+    node = labels_to_segmentation_node(env.scene, labels, [LabelInfo(1, "Left", (255, 0, 0)),
+                                                           LabelInfo(2, "Right", (0, 0, 255))], "seg", volume)
+    seg_path = export_segmentation(node, volume, "seg.nrrd", folder)
+    assert seg_path.parent == folder.root and seg_path.name == download_name("head", "seg.nrrd")
+    assert [s["name"] for s in slicerio.read_segmentation(str(seg_path), skip_voxels=True)["segments"]] == ["Left", "Right"]
+    nii = sitk.ReadImage(str(export_segmentation(node, volume, "nii.gz", folder)))
+    assert np.array_equal(sitk.GetArrayFromImage(nii), array)
+    assert export_segmentation(node, volume, "nii.gz", folder).is_file()  # a second export replaces the first
+    with pytest.raises(InputError, match="unknown download format"):
+        export_segmentation(node, volume, "exe", folder)
+
+
+def test_web_command_checks_its_arguments(tmp_path, capsys):
+    assert main(["web", "--port", "70000"]) == 2
+    assert "not a port number" in capsys.readouterr().err
+    assert main(["web", "--open", str(tmp_path / "missing.nii.gz")]) == 2
+    assert "missing.nii.gz: no such file or folder" in capsys.readouterr().err
+
+
+def test_app_listens_on_localhost_by_default():
+    from MedSegWeb.__main__ import build_parser
+
+    from MedSegExtension.cli.main import build_parser as cli_parser
+
+    assert build_parser().parse_args([]).host == "127.0.0.1"
+    assert cli_parser().parse_args(["web"]).host == "127.0.0.1"

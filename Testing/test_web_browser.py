@@ -1,0 +1,83 @@
+"""The web app end to end in a real headless Chromium: upload the demo head -> Segment -> segments
+drawn in the axial view (the screenshot's pixels) -> paint one stroke -> Download -> the file is a
+valid segmentation that holds the stroke. Skips (saying why) only where the browser or the web
+extra cannot be installed; scripts/install_browser.sh installs them from Debian."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REPO
+
+from MedSegExtension.cli.demo import DEMO_VOLUMES
+from MedSegExtension.models.card import ModelCard
+
+if importlib.util.find_spec("trame_slicer") is None:
+    pytest.skip("trame-slicer not installed (the web extra: pip install -e '.[web]')", allow_module_level=True)
+
+from MedSegWeb.browser import AppPage, AppServer, browser_missing, chrome, overlay_pixels  # noqa: E402
+
+MODEL = REPO / "Resources" / "Models" / "brain-deep-structures"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    if not DEMO_VOLUMES[0].is_file():
+        pytest.skip(f"{DEMO_VOLUMES[0]}: demo head not installed (make data)")
+    folder = tmp_path_factory.mktemp("web")
+    downloads = folder / "downloads"
+    downloads.mkdir()
+    with AppServer(folder / "server.log") as server:
+        driver = chrome(downloads)
+        try:
+            yield AppPage(driver, server.url, downloads)
+        finally:
+            driver.quit()
+
+
+def painted_voxels(before: sitk.Image, after: sitk.Image, value: int) -> np.ndarray:
+    a, b = sitk.GetArrayFromImage(before), sitk.GetArrayFromImage(after)
+    return np.argwhere((a != value) & (b == value))
+
+
+@pytest.mark.slow
+def test_upload_segment_paint_download(page):
+    labels = ModelCard.load(MODEL).labels
+    colours = [label.color for label in labels]
+    page.upload(DEMO_VOLUMES[0])
+    assert not page.error()
+    assert page.status().startswith("Volume loaded")
+    assert overlay_pixels(page.view_pixels(), colours) < 20  # the bare MRI is grey
+
+    progress = page.segment()
+    assert not page.error(), page.error()
+    assert page.status().startswith("Segmented with brain-deep-structures")
+    assert max(progress) == 100 and any(0 < value < 100 for value in progress)  # progress was reported on the way
+    assert overlay_pixels(page.view_pixels(), colours) > 500  # the segments are drawn in the axial view
+    assert "Left caudate nucleus" in page.driver.find_element("id", "medseg-segments").text
+
+    before = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
+    assert before.GetSize() == sitk.ReadImage(str(DEMO_VOLUMES[0])).GetSize()
+
+    page.click("medseg-paint")
+    page.stroke((-70, -170), (70, -170))  # frontal white matter: no deep structure there
+    page.click("medseg-paint")  # paint off
+
+    seg_file = page.download("medseg-download-seg", ".seg.nrrd")
+    import slicerio
+
+    segmentation = slicerio.read_segmentation(str(seg_file))
+    names = [segment["name"] for segment in segmentation["segments"]]
+    assert names == [label.name for label in labels]
+    after = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
+    stroke = painted_voxels(before, after, value=1)  # painted with the first (active) segment
+    assert len(stroke) > 20, "the painted stroke is not in the downloaded segmentation"
+    assert len(np.unique(stroke[:, 0])) <= 3  # one axial stroke: on (about) one slice
+    caudate_before = np.argwhere(sitk.GetArrayFromImage(before) == 1)
+    assert stroke[:, 1].mean() != pytest.approx(caudate_before[:, 1].mean(), abs=10)  # away from the caudate
