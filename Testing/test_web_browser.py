@@ -47,6 +47,19 @@ def painted_voxels(before: sitk.Image, after: sitk.Image, value: int) -> np.ndar
 
 
 @pytest.mark.slow
+def test_cancel_stops_the_run_and_adds_nothing(page):
+    page.upload(DEMO_VOLUMES[0])
+    page.click("medseg-segment")
+    # the engine reports its stages while the page stays live; then Cancel
+    page.wait_for(lambda: page.status() not in ("Volume loaded.", "Segmenting..."), "engine progress", 120)
+    page.click("medseg-cancel")
+    page.wait_for(lambda: "cancelled" in page.status(), "cancelled status", 60)
+    assert "nothing was added" in page.status()
+    assert page.driver.find_element("id", "medseg-segments").text.strip() == ""
+    assert page.driver.find_element("id", "medseg-segment").is_enabled()  # ready for another run
+
+
+@pytest.mark.slow
 def test_upload_segment_paint_download(page):
     labels = ModelCard.load(MODEL).labels
     colours = [label.color for label in labels]

@@ -54,6 +54,7 @@ class MedSegWebApp(TrameApp):
         self.volume_node: Any = None
         self.segmentation_node: Any = None
         self._cancel = None
+        self._job: asyncio.Future | None = None
         self._init_state()
         triggers = {
             name: self.server.controller.trigger_name(handler)
@@ -110,9 +111,14 @@ class MedSegWebApp(TrameApp):
         self.segmentation_node = self.volume_node = None
 
     # -- segment -------------------------------------------------------------------------
-    async def on_segment(self) -> None:
+    def on_segment(self) -> None:
+        """Start the run as its own task: the trigger returns at once, so Cancel (and every other
+        request) is answered while the engine works."""
         if self.volume_node is None or self.state.running:
             return
+        self._job = asyncio.ensure_future(self._segment())
+
+    async def _segment(self) -> None:
         self.toggle_tool("")
         with self.state:
             self.state.update({"running": True, "progress": 0, "error": "", "status": "Segmenting..."})

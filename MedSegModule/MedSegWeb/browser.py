@@ -158,7 +158,9 @@ class AppPage:
         return views[0] if views else None
 
     def upload(self, path: Path, timeout: float = 120) -> None:
-        self._elements("#medseg-upload")[0].send_keys(str(path))
+        field = self._elements("#medseg-upload")[0]
+        self.driver.execute_script("arguments[0].value = '';", field)  # the same file again must fire 'change'
+        field.send_keys(str(path))
         self.wait_for(lambda: self.status().startswith("Volume loaded") or self.error(), "volume loaded", timeout)
 
     def click(self, element_id: str) -> None:
