@@ -15,8 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "MedSegModule"))
 
-from MedSegExtension.cli.demo import demo_volume  # noqa: E402
 from MedSegWeb.browser import AppPage, AppServer, browser_missing, chrome  # noqa: E402
+
+from MedSegExtension.cli.demo import demo_volume  # noqa: E402
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ def build_ui(server, layout_manager, triggers: dict[str, str], on_toggle: Callab
             v.VSpacer()
             v.VFileInput(
                 id="medseg-upload",
-                label="Upload a volume (NIfTI, NRRD, MHA, zipped DICOM)",
+                label="Upload volume", title="NIfTI, NRRD, MHA or a zipped DICOM folder",
                 change=f"trigger('{triggers['upload']}', [$event.target.files])",
                 prepend_icon="mdi-file-upload",
                 density="compact", hide_details=True, style="max-width: 320px;",
