@@ -78,19 +78,24 @@ def test_upload_segment_paint_download(page):
     before = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
     assert before.GetSize() == sitk.ReadImage(str(DEMO_VOLUMES[0])).GetSize()
 
+    page.select_segment("Left lentiform nucleus")  # paint with the third segment (label 3)
     page.click("medseg-paint")
     page.stroke((-70, -170), (70, -170))  # frontal white matter: no deep structure there
     page.click("medseg-paint")  # paint off
 
-    seg_file = page.download("medseg-download-seg", ".seg.nrrd")
     import slicerio
 
-    segmentation = slicerio.read_segmentation(str(seg_file))
-    names = [segment["name"] for segment in segmentation["segments"]]
-    assert names == [label.name for label in labels]
+    segmentation = slicerio.read_segmentation(str(page.download("medseg-download-seg", ".seg.nrrd")))
+    assert [segment["name"] for segment in segmentation["segments"]] == [label.name for label in labels]
     after = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
-    stroke = painted_voxels(before, after, value=1)  # painted with the first (active) segment
+    stroke = painted_voxels(before, after, value=3)
     assert len(stroke) > 20, "the painted stroke is not in the downloaded segmentation"
     assert len(np.unique(stroke[:, 0])) <= 3  # one axial stroke: on (about) one slice
-    caudate_before = np.argwhere(sitk.GetArrayFromImage(before) == 1)
-    assert stroke[:, 1].mean() != pytest.approx(caudate_before[:, 1].mean(), abs=10)  # away from the caudate
+    lentiform_before = np.argwhere(sitk.GetArrayFromImage(before) == 3)
+    assert abs(stroke[:, 1].mean() - lentiform_before[:, 1].mean()) > 10  # away from where the segment was
+    in_seg_file = slicerio.extract_segments(segmentation, [("Left lentiform nucleus", 1)])["voxels"]
+    assert int((in_seg_file == 1).sum()) == int((sitk.GetArrayFromImage(after) == 3).sum())  # .seg.nrrd has it too
+
+    page.click("medseg-undo")
+    undone = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
+    assert len(painted_voxels(before, undone, value=3)) == 0  # Undo took the stroke back

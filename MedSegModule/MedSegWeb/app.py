@@ -25,6 +25,7 @@ from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+from undo_stack import UndoStack
 
 from MedSegExtension.errors import CancelledError, MedSegError
 
@@ -55,14 +56,20 @@ class MedSegWebApp(TrameApp):
         self.segmentation_node: Any = None
         self._cancel = None
         self._job: asyncio.Future | None = None
+        self.undo_stack = UndoStack(undo_limit=20)
+        self.slicer.segmentation_editor.set_undo_stack(self.undo_stack)
+        for signal in self.undo_stack.signals():
+            signal.connect(self._on_undo_changed)
         self._init_state()
         triggers = {
             name: self.server.controller.trigger_name(handler)
             for name, handler in (("upload", self.on_upload), ("segment", self.on_segment),
                                   ("cancel", self.on_cancel), ("paint", lambda: self.toggle_tool("paint")),
-                                  ("erase", lambda: self.toggle_tool("erase")), ("download", self.on_download))
+                                  ("erase", lambda: self.toggle_tool("erase")), ("download", self.on_download),
+                                  ("undo", self.undo_stack.undo), ("select", self.select_segment),
+                                  ("visible", self.set_segment_visible))
         }
-        self.ui = build_ui(self.server, self.layout_manager, triggers, self.set_segment_visible)
+        self.ui = build_ui(self.server, self.layout_manager, triggers)
         self.state.change("opacity")(self._on_opacity)
         self.server.controller.on_server_exited.add(lambda **_: self.folder.remove())
 
@@ -74,7 +81,8 @@ class MedSegWebApp(TrameApp):
             "models": [{"title": choice.label, "value": choice.key} for choice in catalog.models],
             "model": catalog.models[0].key if catalog.models else "",
             "device": "auto", "volume_name": "", "download_stem": "", "status": "Upload a volume to start.",
-            "error": "", "running": False, "progress": 0, "segments": [], "tool": "",
+            "error": "", "running": False, "progress": 0, "segments": [], "tool": "", "active_segment": "",
+            "can_undo": False,
         })
 
     # -- load ----------------------------------------------------------------------------
@@ -164,6 +172,7 @@ class MedSegWebApp(TrameApp):
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(node, self.volume_node)
         editor.set_surface_representation_enabled(False)
+        self.state.active_segment = editor.get_active_segment_id()
         self._on_opacity(self.state.opacity)
 
     # -- review --------------------------------------------------------------------------
@@ -186,6 +195,16 @@ class MedSegWebApp(TrameApp):
             return
         display.SetSegmentVisibility(segment_id, bool(visible))
         self._refresh_segments()
+
+    def select_segment(self, segment_id: str) -> None:
+        """The segment that Paint and Erase change."""
+        if self.segmentation_node is not None and self.segmentation_node.GetSegmentation().GetSegment(segment_id):
+            self.slicer.segmentation_editor.set_active_segment_id(segment_id)
+            self.state.active_segment = segment_id
+
+    def _on_undo_changed(self, *_) -> None:
+        with self.state:
+            self.state.can_undo = self.undo_stack.can_undo()
 
     def _on_opacity(self, opacity, **_) -> None:
         display = self.segmentation_node.GetDisplayNode() if self.segmentation_node is not None else None

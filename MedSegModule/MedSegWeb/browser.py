@@ -168,6 +168,14 @@ class AppPage:
                                f"enabled #{element_id}", 60)[0]
         button.click()
 
+    def select_segment(self, name: str) -> None:
+        """Click a segment's row in the list (the segment Paint and Erase then change)."""
+        rows = self.wait_for(lambda: [r for r in self._elements("#medseg-segments .v-list-item")
+                                      if name in r.text], f"segment {name!r} in the list", 30)
+        rows[0].click()
+        self.wait_for(lambda: "v-list-item--active" in (rows[0].get_attribute("class") or ""),
+                      f"segment {name!r} active", 30)
+
     def segment(self, timeout: float = 600) -> list[float]:
         """Click Segment and wait for the result; the progress values seen on the way."""
         seen: list[float] = []

@@ -6,8 +6,6 @@ Element ids (``medseg-*``) are what the browser test drives; the handlers come f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from trame.widgets import client, html
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v
@@ -18,7 +16,7 @@ def download_click(trigger: str, fmt: str) -> str:
     return f"utils.download(download_stem + '.{fmt}', trigger('{trigger}', ['{fmt}']), 'application/octet-stream')"
 
 
-def build_ui(server, layout_manager, triggers: dict[str, str], on_toggle: Callable[[str, bool], None]):
+def build_ui(server, layout_manager, triggers: dict[str, str]):
     """Build and return the page layout; ``triggers`` maps action names to trame trigger names."""
     with SinglePageWithDrawerLayout(server, full_height=True) as layout:
         layout.title.set_text("MedSeg")
@@ -49,6 +47,8 @@ def build_ui(server, layout_manager, triggers: dict[str, str], on_toggle: Callab
             v.VBtn("Erase", id="medseg-erase", prepend_icon="mdi-eraser", classes="mx-1",
                    click=f"trigger('{triggers['erase']}')", disabled=("!segments.length || running",),
                    color=("tool === 'erase' ? 'primary' : undefined",))
+            v.VBtn("Undo", id="medseg-undo", prepend_icon="mdi-undo", classes="mx-1",
+                   click=f"trigger('{triggers['undo']}')", disabled=("!can_undo || running",))
             v.VBtn(".seg.nrrd", id="medseg-download-seg", prepend_icon="mdi-download", classes="mx-1",
                    click=download_click(triggers["download"], "seg.nrrd"), disabled=("!segments.length || running",))
             v.VBtn(".nii.gz", id="medseg-download-nii", prepend_icon="mdi-download", classes="mx-1",
@@ -65,11 +65,14 @@ def build_ui(server, layout_manager, triggers: dict[str, str], on_toggle: Callab
                          classes="my-2")
                 v.VSlider(v_model=("opacity", 0.5), min=0, max=1, step=0.05, label="Opacity",
                           hide_details=True, classes="my-2", v_show="segments.length")
+                html.Div("Click a segment to paint with it.", classes="text-caption", v_show="segments.length")
                 with v.VList(id="medseg-segments", density="compact"), v.VListItem(
-                    v_for="segment in segments", key="segment.id",
-                    click=(on_toggle, "[segment.id, !segment.visible]"),
+                    v_for="segment in segments", key="segment.id", active=("segment.id === active_segment",),
+                    click=f"trigger('{triggers['select']}', [segment.id])",
                 ), html.Div(classes="d-flex align-center"):
-                    v.VIcon("{{ segment.visible ? 'mdi-eye' : 'mdi-eye-off' }}", size="small", classes="mr-2")
+                    v.VIcon("{{ segment.visible ? 'mdi-eye' : 'mdi-eye-off' }}", size="small", classes="mr-2",
+                            click=(f"$event.stopPropagation(); "
+                                   f"trigger('{triggers['visible']}', [segment.id, !segment.visible])"))
                     html.Span(style=("{background: segment.color, width: '14px', height: '14px', "
                                      "display: 'inline-block', borderRadius: '3px'}",), classes="mr-2")
                     html.Span("{{ segment.name }}", classes="segment-name flex-grow-1")
