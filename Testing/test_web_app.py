@@ -103,3 +103,54 @@ def test_app_listens_on_localhost_by_default():
 
     assert build_parser().parse_args([]).host == "127.0.0.1"
     assert cli_parser().parse_args(["web"]).host == "127.0.0.1"
+
+
+def _dicom_zip(image: sitk.Image) -> bytes:
+    """A real DICOM series (one file per slice, written by SimpleITK/GDCM), zipped in a folder."""
+    import tempfile
+    from pathlib import Path
+
+    volume = sitk.Cast(sitk.RescaleIntensity(image, 0, 1000), sitk.sitkInt16)
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w") as archive:
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        for k in range(volume.GetDepth()):
+            plane = volume[:, :, k]
+            for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1"), ("0020|0013", str(k + 1)),
+                               ("0020|0032", "\\".join(map(str, volume.TransformIndexToPhysicalPoint((0, 0, k))))),
+                               ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0008|0060", "MR")):
+                plane.SetMetaData(tag, value)
+            path = Path(tmp) / f"IM{k:04d}.dcm"
+            writer.SetFileName(str(path))
+            writer.Execute(plane)
+            archive.write(path, f"series/{path.name}")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app():
+    pytest.importorskip("trame_slicer", reason="the web extra is not installed")
+    from MedSegWeb.app import MedSegWebApp
+
+    web = MedSegWebApp(upload_limit_mb=50)
+    yield web
+    web.folder.remove()
+
+
+def test_app_loads_uploads_and_names_bad_ones(app, tmp_path):
+    image = make_phantom()
+    sitk.WriteImage(image, str(tmp_path / "head.mha"))
+    app.on_upload([{"name": "head.mha", "content": (tmp_path / "head.mha").read_bytes()}])
+    assert app.state.error == "" and app.state.volume_name == "head"
+    assert app.volume_node.GetImageData().GetDimensions() == image.GetSize()
+
+    app.on_upload([{"name": "series.zip", "content": _dicom_zip(image)}])
+    assert app.state.error == "" and app.state.volume_name == "series"
+    assert app.volume_node.GetImageData().GetDimensions() == image.GetSize()  # the whole series, one volume
+    volumes = app.slicer.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    assert volumes.GetNumberOfItems() == 1  # a new upload replaces the session's volume
+
+    app.on_upload([{"name": "broken.nii.gz", "content": b"not a volume"}])
+    assert "broken.nii.gz" in app.state.error
+    assert app.state.volume_name == "series"  # the loaded volume stays
