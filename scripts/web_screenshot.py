@@ -29,7 +29,7 @@ def main() -> int:
         print(f"web_screenshot: {reason}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp, AppServer(Path(tmp) / "server.log") as server:
-        driver = chrome(Path(tmp))
+        driver = chrome(Path(tmp), size=(1600, 900))
         try:
             page = AppPage(driver, server.url, Path(tmp))
             page.upload(demo_volume())

@@ -107,7 +107,7 @@ class MedSegWebApp(TrameApp):
         name = display_name or path.name
         suffix = volume_suffix(name)
         self.volume_node.SetName(name[: -len(suffix)] if suffix else name)
-        self.slicer.display_manager.show_volume_in_slice_background(self.volume_node)
+        self.slicer.display_manager.show_volume(self.volume_node, vr_preset="MR-Default")
         self.slicer.display_manager.reset_views()
         self.state.update({"volume_name": self.volume_node.GetName(), "segments": [], "error": "", "progress": 0,
                            "download_stem": download_stem(self.volume_node.GetName()), "status": "Volume loaded."})
