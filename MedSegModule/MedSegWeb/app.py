@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from MedSegModuleLib.model_catalog import list_models
-from MedSegModuleLib.segmentation_logic import SegmentationSettings
+from MedSegModuleLib.segmentation_logic import SegmentationOutcome, SegmentationRun, SegmentationSettings
 from MedSegModuleLib.segmentation_nodes import segment_volumes
 from trame.app import TrameApp
 from trame.app.file_upload import ClientFile
@@ -29,8 +30,8 @@ from undo_stack import UndoStack
 
 from MedSegExtension.errors import CancelledError, MedSegError
 
+from .engine_job import follow
 from .exports import download_stem, export_segmentation
-from .segment_job import follow_segmentation
 from .ui import build_ui
 from .work_folder import DEFAULT_UPLOAD_LIMIT_MB, WorkFolder, volume_suffix
 
@@ -118,44 +119,50 @@ class MedSegWebApp(TrameApp):
                 self.slicer.scene.RemoveNode(node)
         self.segmentation_node = self.volume_node = None
 
-    # -- segment -------------------------------------------------------------------------
-    def on_segment(self) -> None:
-        """Start the run as its own task: the trigger returns at once, so Cancel (and every other
-        request) is answered while the engine works."""
-        if self.volume_node is None or self.state.running:
-            return
-        self._job = asyncio.ensure_future(self._segment())
+    # -- background runs (segmentation, evaluation) ----------------------------------------
+    def _start(self, make_run: Callable[[], Any], busy: str, done: Callable[[Any], None]) -> None:
+        """Run an engine job as its own task: the trigger returns at once, so Cancel (and every
+        other request) is answered while the engine works."""
+        if not self.state.running:
+            self._job = asyncio.ensure_future(self._follow(make_run, busy, done))
 
-    async def _segment(self) -> None:
+    async def _follow(self, make_run: Callable[[], Any], busy: str, done: Callable[[Any], None]) -> None:
         self.toggle_tool("")
         with self.state:
-            self.state.update({"running": True, "progress": 0, "error": "", "status": "Segmenting..."})
+            self.state.update({"running": True, "progress": 0, "error": "", "status": busy})
         try:
-            outcome = await follow_segmentation(
-                self.slicer.scene, self.volume_node, SegmentationSettings(model=self.state.model),
-                self._on_progress, self._set_cancel,
-            )
+            outcome = await follow(make_run(), self._on_progress, self._set_cancel)
         except CancelledError as exc:
             with self.state:
                 self.state.update({"running": False, "progress": 0, "status": str(exc)})
             return
         except MedSegError as exc:
             with self.state:
-                self.state.running = False
+                self.state.update({"running": False, "progress": 0})
                 self._fail(str(exc))
             return
         finally:
             self._cancel = None
-        self._show_segmentation(outcome.segmentation_node)
         with self.state:
-            self.state.update({"running": False, "progress": 100, "device": outcome.provenance["Device"],
-                               "status": f"Segmented with {outcome.provenance['Model']} in "
-                                         f"{outcome.provenance['Seconds']} s."})
-            self._refresh_segments()
+            self.state.update({"running": False, "progress": 100})
+            done(outcome)
+
+    # -- segment -------------------------------------------------------------------------
+    def on_segment(self) -> None:
+        if self.volume_node is not None:
+            settings = SegmentationSettings(model=self.state.model)
+            self._start(lambda: SegmentationRun(self.slicer.scene, self.volume_node, settings),
+                        "Segmenting...", self._segmented)
+
+    def _segmented(self, outcome: SegmentationOutcome) -> None:
+        self._show_segmentation(outcome.segmentation_node)
+        self.state.update({"device": outcome.provenance["Device"], "evaluation": [],
+                           "status": f"Segmented with {outcome.provenance['Model']} in {outcome.provenance['Seconds']} s."})
+        self._refresh_segments()
 
     def _on_progress(self, fraction: float, message: str) -> None:
         with self.state:
-            self.state.update({"progress": round(100 * fraction), "status": message or "Segmenting..."})
+            self.state.update({"progress": round(100 * fraction), "status": message or self.state.status})
 
     def _set_cancel(self, cancel) -> None:
         self._cancel = cancel

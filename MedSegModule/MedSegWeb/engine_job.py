@@ -1,6 +1,6 @@
-"""A segmentation run followed from the web server's event loop: the module's
-:class:`~MedSegModuleLib.segmentation_logic.SegmentationRun` (the engine in a subprocess) polled
-with ``await asyncio.sleep``, so the app answers other requests (and Cancel) while it runs."""
+"""A module engine run (segmentation, evaluation) followed from the web server's event loop:
+:class:`~MedSegModuleLib.engine_run.EngineRun` (the engine in a subprocess) polled with
+``await asyncio.sleep``, so the app answers other requests (and Cancel) while it runs."""
 
 from __future__ import annotations
 
@@ -8,23 +8,20 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from MedSegModuleLib.segmentation_logic import SegmentationOutcome, SegmentationRun, SegmentationSettings
+from MedSegModuleLib.engine_run import EngineRun
 
 POLL_SECONDS = 0.2
 
 
-async def follow_segmentation(
-    scene: Any,
-    volume_node: Any,
-    settings: SegmentationSettings,
+async def follow(
+    run: EngineRun,
     on_progress: Callable[[float, str], None],
     register_cancel: Callable[[Callable[[], None]], None],
-) -> SegmentationOutcome:
-    """Start the run, report progress until it ends, return its outcome (or raise its error).
+) -> Any:
+    """Start ``run``, report progress until it ends, return :meth:`EngineRun.finish` (or raise its error).
 
     ``register_cancel`` receives the function that cancels this run (the Cancel button calls it).
     """
-    run = SegmentationRun(scene, volume_node, settings)
     run.start()
     register_cancel(run.cancel)
     try:
