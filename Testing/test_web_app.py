@@ -154,3 +154,38 @@ def test_app_loads_uploads_and_names_bad_ones(app, tmp_path):
     app.on_upload([{"name": "broken.nii.gz", "content": b"not a volume"}])
     assert "broken.nii.gz" in app.state.error
     assert app.state.volume_name == "series"  # the loaded volume stays
+
+
+def test_app_evaluates_against_an_uploaded_reference(app, tmp_path, tiny_model_dir):
+    import asyncio
+
+    from MedSegModuleLib.evaluation import EvaluationRun
+
+    from MedSegExtension.models.card import ModelCard
+
+    image = make_phantom()
+    sitk.WriteImage(image, str(tmp_path / "head.nrrd"))
+    app.on_upload([{"name": "head.nrrd", "content": (tmp_path / "head.nrrd").read_bytes()}])
+    app.state.model = str(tiny_model_dir)
+    card = ModelCard.load(tiny_model_dir)
+    prediction = np.zeros(image.GetSize()[::-1], np.uint8)
+    prediction[8:24, 8:28, 4:16] = 1
+    prediction[8:24, 8:28, 20:30] = 2
+    reference = prediction.copy()
+    reference[8:24, 8:28, 20:25] = 0  # half of label 2 missing in the reference
+    predicted = sitk.GetImageFromArray(prediction)
+    predicted.CopyInformation(image)
+    app._show_segmentation(labels_to_segmentation_node(app.slicer.scene, predicted, card.labels, "pred", app.volume_node))
+    truth = sitk.GetImageFromArray(reference)
+    truth.CopyInformation(image)
+    sitk.WriteImage(truth, str(tmp_path / "truth.nii.gz"))
+    app.on_reference([{"name": "truth.nii.gz", "content": (tmp_path / "truth.nii.gz").read_bytes()}])
+    assert app.state.error == "" and app.state.reference_name == "truth.nii.gz"
+
+    asyncio.run(app._follow(lambda: EvaluationRun(app.slicer.scene, app.segmentation_node, app.reference_node,
+                                                  volume_node=app.volume_node), "Evaluating...", app._evaluated))
+    assert app.state.error == ""
+    rows = {row["name"]: row for row in app.state.evaluation}
+    assert rows["Left blob"]["dice"] == "1"
+    assert float(rows["Right blob"]["dice"]) == pytest.approx(2 * 5 / (10 + 5), abs=0.01)
+    assert app.state.mean_dice and "<html" in app.report_html.lower()

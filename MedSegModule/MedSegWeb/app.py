@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from MedSegModuleLib.model_catalog import list_models
+from MedSegModuleLib.evaluation import EvaluationOutcome, EvaluationRun
+from MedSegModuleLib.model_catalog import list_models, resolve_model
 from MedSegModuleLib.segmentation_logic import SegmentationOutcome, SegmentationRun, SegmentationSettings
 from MedSegModuleLib.segmentation_nodes import segment_volumes
 from trame.app import TrameApp
@@ -31,6 +32,7 @@ from undo_stack import UndoStack
 from MedSegExtension.errors import CancelledError, MedSegError
 
 from .engine_job import follow
+from .evaluation_step import load_reference, table_rows
 from .exports import download_stem, export_segmentation
 from .ui import build_ui
 from .work_folder import DEFAULT_UPLOAD_LIMIT_MB, WorkFolder, volume_suffix
@@ -55,6 +57,8 @@ class MedSegWebApp(TrameApp):
         self.folder = WorkFolder(upload_limit_mb)
         self.volume_node: Any = None
         self.segmentation_node: Any = None
+        self.reference_node: Any = None
+        self.report_html = ""
         self._cancel = None
         self._job: asyncio.Future | None = None
         self.undo_stack = UndoStack(undo_limit=20)
@@ -68,7 +72,8 @@ class MedSegWebApp(TrameApp):
                                   ("cancel", self.on_cancel), ("paint", lambda: self.toggle_tool("paint")),
                                   ("erase", lambda: self.toggle_tool("erase")), ("download", self.on_download),
                                   ("undo", self.undo_stack.undo), ("select", self.select_segment),
-                                  ("visible", self.set_segment_visible))
+                                  ("visible", self.set_segment_visible), ("reference", self.on_reference),
+                                  ("evaluate", self.on_evaluate), ("report", self.on_report))
         }
         self.ui = build_ui(self.server, self.layout_manager, triggers)
         self.state.change("opacity")(self._on_opacity)
@@ -83,7 +88,7 @@ class MedSegWebApp(TrameApp):
             "model": catalog.models[0].key if catalog.models else "",
             "device": "auto", "volume_name": "", "download_stem": "", "status": "Upload a volume to start.",
             "error": "", "running": False, "progress": 0, "segments": [], "tool": "", "active_segment": "",
-            "can_undo": False,
+            "can_undo": False, "reference_name": "", "evaluation": [], "mean_dice": "",
         })
 
     # -- load ----------------------------------------------------------------------------
@@ -111,13 +116,18 @@ class MedSegWebApp(TrameApp):
         self.slicer.display_manager.show_volume(self.volume_node, vr_preset="MR-Default")
         self.slicer.display_manager.reset_views()
         self.state.update({"volume_name": self.volume_node.GetName(), "segments": [], "error": "", "progress": 0,
+                           "reference_name": "", "evaluation": [], "mean_dice": "",
                            "download_stem": download_stem(self.volume_node.GetName()), "status": "Volume loaded."})
 
+    def _remove(self, node: Any) -> None:
+        if node is not None and self.slicer.scene.IsNodePresent(node):
+            self.slicer.scene.RemoveNode(node)
+
     def _clear_nodes(self) -> None:
-        for node in (self.segmentation_node, self.volume_node):
-            if node is not None and self.slicer.scene.IsNodePresent(node):
-                self.slicer.scene.RemoveNode(node)
-        self.segmentation_node = self.volume_node = None
+        for node in (self.reference_node, self.segmentation_node, self.volume_node):
+            self._remove(node)
+        self.reference_node = self.segmentation_node = self.volume_node = None
+        self.report_html = ""
 
     # -- background runs (segmentation, evaluation) ----------------------------------------
     def _start(self, make_run: Callable[[], Any], busy: str, done: Callable[[Any], None]) -> None:
@@ -173,14 +183,47 @@ class MedSegWebApp(TrameApp):
             self.state.status = "Cancelling..."
 
     def _show_segmentation(self, node: Any) -> None:
-        if self.segmentation_node is not None and self.slicer.scene.IsNodePresent(self.segmentation_node):
-            self.slicer.scene.RemoveNode(self.segmentation_node)
+        self._remove(self.segmentation_node)
         self.segmentation_node = node
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(node, self.volume_node)
         editor.set_surface_representation_enabled(False)
         self.state.active_segment = editor.get_active_segment_id()
         self._on_opacity(self.state.opacity)
+
+    # -- evaluate ------------------------------------------------------------------------
+    def on_reference(self, files: list[dict] | None) -> None:
+        """An uploaded reference segmentation (``.seg.nrrd`` or a label map with the card's values)."""
+        if not files or self.volume_node is None:
+            return
+        try:
+            upload = ClientFile(files[0])
+            path = self.folder.save_upload(upload.name or "", upload.content or b"")
+            card = resolve_model(self.state.model)
+            node = load_reference(self.slicer.scene, path, f"{self.volume_node.GetName()} reference",
+                                  self.volume_node, list(card.labels))
+        except MedSegError as exc:
+            self._fail(str(exc))
+            return
+        self._remove(self.reference_node)
+        self.reference_node = node
+        node.GetDisplayNode().SetVisibility(False)  # compared, not drawn over the prediction
+        self.state.update({"reference_name": path.name, "error": "", "status": "Reference loaded."})
+
+    def on_evaluate(self) -> None:
+        if self.segmentation_node is not None and self.reference_node is not None:
+            self._start(lambda: EvaluationRun(self.slicer.scene, self.segmentation_node, self.reference_node,
+                                              volume_node=self.volume_node), "Evaluating...", self._evaluated)
+
+    def _evaluated(self, outcome: EvaluationOutcome) -> None:
+        self.report_html = outcome.report_html
+        self.state.update({"evaluation": table_rows(outcome), "mean_dice": f"{outcome.mean_foreground_dice:.3f}",
+                           "status": "; ".join([f"Mean Dice {outcome.mean_foreground_dice:.3f}.", *outcome.warnings])})
+
+    def on_report(self):
+        if not self.report_html:
+            return None
+        return self.server.protocol.addAttachment(self.report_html.encode("utf-8"))
 
     # -- review --------------------------------------------------------------------------
     def _refresh_segments(self) -> None:

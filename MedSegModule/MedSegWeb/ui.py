@@ -16,6 +16,31 @@ def download_click(trigger: str, fmt: str) -> str:
     return f"utils.download(download_stem + '.{fmt}', trigger('{trigger}', ['{fmt}']), 'application/octet-stream')"
 
 
+def _evaluation_panel(triggers: dict[str, str]) -> None:
+    """Upload a reference, Evaluate, a table of Dice / HD95 / volume difference, the HTML report."""
+    with html.Div(v_show="segments.length", classes="mt-4"):
+        html.Div("Evaluate against a reference", classes="text-subtitle-2")
+        v.VFileInput(
+            id="medseg-reference", label="Reference (.seg.nrrd or label map)", density="compact",
+            change=f"trigger('{triggers['reference']}', [$event.target.files])", prepend_icon="mdi-file-compare",
+            hide_details=True, disabled=("running",),
+        )
+        with html.Div(classes="d-flex my-2"):
+            v.VBtn("Evaluate", id="medseg-evaluate", size="small", classes="mr-2",
+                   click=f"trigger('{triggers['evaluate']}')", disabled=("!reference_name || running",))
+            v.VBtn("Report", id="medseg-report", size="small", prepend_icon="mdi-download",
+                   click=("utils.download(download_stem + '_report.html', "
+                          f"trigger('{triggers['report']}'), 'text/html')"), disabled=("!evaluation.length",))
+        html.Div("Mean Dice {{ mean_dice }}", id="medseg-mean-dice", v_show="mean_dice", classes="text-body-2")
+        with v.VTable(id="medseg-evaluation", density="compact", v_show="evaluation.length"):
+            with html.Thead(), html.Tr():
+                for title in ("Segment", "Dice", "HD95 mm", "Vol. diff %"):
+                    html.Th(title)
+            with html.Tbody(), html.Tr(v_for="row in evaluation", key="row.name"):
+                for key in ("name", "dice", "hd95_mm", "volume_diff_percent"):
+                    html.Td(f"{{{{ row.{key} }}}}")
+
+
 def build_ui(server, layout_manager, triggers: dict[str, str]):
     """Build and return the page layout; ``triggers`` maps action names to trame trigger names."""
     with SinglePageWithDrawerLayout(server, full_height=True) as layout:
@@ -77,6 +102,7 @@ def build_ui(server, layout_manager, triggers: dict[str, str]):
                                      "display: 'inline-block', borderRadius: '3px'}",), classes="mr-2")
                     html.Span("{{ segment.name }}", classes="segment-name flex-grow-1")
                     html.Span("{{ segment.ml }} mL", classes="text-caption")
+                _evaluation_panel(triggers)
         with layout.content, html.Div(style="height: calc(100vh - 64px); position: relative;"):
             layout_manager.initialize_layout_grid(layout)
     return layout
