@@ -99,3 +99,17 @@ def test_upload_segment_paint_download(page):
     page.click("medseg-undo")
     undone = sitk.ReadImage(str(page.download("medseg-download-nii", ".nii.gz")))
     assert len(painted_voxels(before, undone, value=3)) == 0  # Undo took the stroke back
+
+
+@pytest.mark.slow
+def test_evaluate_against_the_downloaded_segmentation(page):
+    """After the test above: the app's own .nii.gz as the reference gives Dice 1 for every segment."""
+    reference = page.download("medseg-download-nii", ".nii.gz")
+    page.upload(reference, "medseg-reference", done="Reference loaded")
+    assert not page.error(), page.error()
+    page.click("medseg-evaluate")
+    page.wait_for(lambda: page.status().startswith("Mean Dice") or page.error(), "evaluation result", 300)
+    assert not page.error(), page.error()
+    assert page.driver.find_element("id", "medseg-mean-dice").text == "Mean Dice 1.000"
+    table = page.driver.find_element("id", "medseg-evaluation").text
+    assert "Left caudate nucleus" in table

@@ -157,11 +157,12 @@ class AppPage:
         views = self._elements("img.image-display-area")
         return views[0] if views else None
 
-    def upload(self, path: Path, timeout: float = 120) -> None:
-        field = self._elements("#medseg-upload")[0]
+    def upload(self, path: Path, field_id: str = "medseg-upload", done: str = "Volume loaded", timeout: float = 120) -> None:
+        """Choose ``path`` in a file field; wait until the status starts with ``done`` (or an error shows)."""
+        field = self._elements(f"#{field_id}")[0]
         self.driver.execute_script("arguments[0].value = '';", field)  # the same file again must fire 'change'
         field.send_keys(str(path))
-        self.wait_for(lambda: self.status().startswith("Volume loaded") or self.error(), "volume loaded", timeout)
+        self.wait_for(lambda: self.status().startswith(done) or self.error(), done, timeout)
 
     def click(self, element_id: str) -> None:
         button = self.wait_for(lambda: [b for b in self._elements(f"#{element_id}") if b.is_enabled()],
