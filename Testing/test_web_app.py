@@ -189,3 +189,40 @@ def test_app_evaluates_against_an_uploaded_reference(app, tmp_path, tiny_model_d
     assert rows["Left blob"]["dice"] == "1"
     assert float(rows["Right blob"]["dice"]) == pytest.approx(2 * 5 / (10 + 5), abs=0.01)
     assert app.state.mean_dice and "<html" in app.report_html.lower()
+
+
+def test_medseg_web_serves_and_stops_with_its_app(tmp_path):
+    """``medseg web`` starts the app on localhost; SIGTERM to the command ends the app too."""
+    pytest.importorskip("trame_slicer", reason="the web extra is not installed")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from MedSegWeb.browser import free_port
+
+    port = free_port()
+    log = open(tmp_path / "web.log", "w")  # noqa: SIM115
+    command = subprocess.Popen([sys.executable, "-m", "MedSegExtension", "web", "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert command.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "medseg web did not answer"
+                time.sleep(0.5)
+        command.send_signal(signal.SIGTERM)
+        command.wait(timeout=30)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        if command.poll() is None:
+            command.kill()
+        log.close()
