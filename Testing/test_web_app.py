@@ -148,12 +148,25 @@ def test_app_loads_uploads_and_names_bad_ones(app, tmp_path):
     app.on_upload([{"name": "series.zip", "content": _dicom_zip(image)}])
     assert app.state.error == "" and app.state.volume_name == "series"
     assert app.volume_node.GetImageData().GetDimensions() == image.GetSize()  # the whole series, one volume
-    volumes = app.slicer.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-    assert volumes.GetNumberOfItems() == 1  # a new upload replaces the session's volume
+    assert [item["title"] for item in app.state.history] == ["head — not segmented", "series — not segmented"]
+    labels = sitk.Cast(image > 150, sitk.sitkUInt8)
+    segmentation = labels_to_segmentation_node(app.slicer.scene, labels, [LabelInfo(1, "Blob", (255, 0, 0))],
+                                                "seg", app.volume_node)
+    app._show_segmentation(segmentation, "tiny")
+    assert app.state.history[1]["title"] == "series — tiny" and app.state.segments[0]["name"] == "Blob"
+    app.select_upload(0)  # back to the first upload: the history keeps it, without the other's segments
+    assert app.state.volume_name == "head" and app.volume_node.GetName() == "head"
+    assert app.segmentation_node is None and app.state.segments == []
+    assert not segmentation.GetDisplayNode().GetVisibility()
+    app.select_upload(1)
+    assert app.segmentation_node is segmentation and segmentation.GetDisplayNode().GetVisibility()
+    app.select_upload(0)
+    app.select_upload(7)  # no such upload: nothing changes
+    assert app.state.current == 0
 
     app.on_upload([{"name": "broken.nii.gz", "content": b"not a volume"}])
     assert "broken.nii.gz" in app.state.error
-    assert app.state.volume_name == "series"  # the loaded volume stays
+    assert app.state.volume_name == "head" and len(app.history.uploads) == 2  # the loaded volume stays
 
 
 def test_app_evaluates_against_an_uploaded_reference(app, tmp_path, tiny_model_dir):

@@ -113,3 +113,14 @@ def test_evaluate_against_the_downloaded_segmentation(page):
     assert page.driver.find_element("id", "medseg-mean-dice").text == "Mean Dice 1.000"
     table = page.driver.find_element("id", "medseg-evaluation").text
     assert "Left caudate nucleus" in table
+
+
+@pytest.mark.slow
+def test_history_switches_between_this_sessions_uploads(page):
+    """After the tests above: two uploads of the head, the second one segmented."""
+    page.choose("medseg-history", "ch2 — not segmented")
+    page.wait_for(lambda: page.status() == "ch2 shown.", "first upload shown", 30)
+    assert page.driver.find_element("id", "medseg-segments").text.strip() == ""
+    page.choose("medseg-history", "ch2 — brain-deep-structures")
+    page.wait_for(lambda: "Left caudate nucleus" in page.driver.find_element("id", "medseg-segments").text,
+                  "second upload's segments", 30)

@@ -34,6 +34,7 @@ from MedSegExtension.errors import CancelledError, MedSegError
 from .engine_job import follow
 from .evaluation_step import load_reference, table_rows
 from .exports import download_stem, export_segmentation
+from .history import History
 from .ui import build_ui
 from .work_folder import DEFAULT_UPLOAD_LIMIT_MB, WorkFolder, volume_suffix
 
@@ -57,6 +58,7 @@ class MedSegWebApp(TrameApp):
         self.folder = WorkFolder(upload_limit_mb)
         self.volume_node: Any = None
         self.segmentation_node: Any = None
+        self.history = History()
         self.reference_node: Any = None
         self.report_html = ""
         self._cancel = None
@@ -73,7 +75,8 @@ class MedSegWebApp(TrameApp):
                                   ("erase", lambda: self.toggle_tool("erase")), ("download", self.on_download),
                                   ("undo", self.undo_stack.undo), ("select", self.select_segment),
                                   ("visible", self.set_segment_visible), ("reference", self.on_reference),
-                                  ("evaluate", self.on_evaluate), ("report", self.on_report))
+                                  ("evaluate", self.on_evaluate), ("report", self.on_report),
+                                  ("history", self.select_upload))
         }
         self.ui = build_ui(self.server, self.layout_manager, triggers)
         self.state.change("opacity")(self._on_opacity)
@@ -88,7 +91,7 @@ class MedSegWebApp(TrameApp):
             "model": catalog.models[0].key if catalog.models else "",
             "device": "auto", "volume_name": "", "download_stem": "", "status": "Upload a volume to start.",
             "error": "", "running": False, "progress": 0, "segments": [], "tool": "", "active_segment": "",
-            "can_undo": False, "reference_name": "", "evaluation": [], "mean_dice": "",
+            "can_undo": False, "reference_name": "", "evaluation": [], "mean_dice": "", "history": [], "current": -1,
         })
 
     # -- load ----------------------------------------------------------------------------
@@ -103,31 +106,56 @@ class MedSegWebApp(TrameApp):
             self._fail(str(exc))
 
     def load_volume(self, path: Path, display_name: str | None = None) -> None:
-        """Load a volume file (or a folder of DICOM files) as the session's only volume."""
+        """Load a volume file (or a folder of DICOM files); earlier uploads stay in the history."""
         files = sorted(str(p) for p in path.iterdir()) if path.is_dir() else [str(path)]
         nodes = self.slicer.io_manager.load_volumes(files)
         if not nodes:
             raise MedSegError(f"{display_name or path.name}: Slicer could not read this volume")
-        self._clear_nodes()
-        self.volume_node = nodes[0]
         name = display_name or path.name
         suffix = volume_suffix(name)
-        self.volume_node.SetName(name[: -len(suffix)] if suffix else name)
+        nodes[0].SetName(name[: -len(suffix)] if suffix else name)
+        self.history.add(nodes[0])
+        self._show_upload()
+        self.state.status = "Volume loaded."
+
+    def select_upload(self, index: int) -> None:
+        """Show an earlier upload of this session with its segmentation."""
+        if self.state.running:
+            return
+        try:
+            self.history.select(int(index))
+        except (IndexError, ValueError, TypeError):
+            return
+        self._show_upload()
+        self.state.status = f"{self.volume_node.GetName()} shown."
+
+    def _show_upload(self) -> None:
+        """Make the history's active upload the one the views, tools and downloads use."""
+        self.toggle_tool("")
+        for upload in self.history.uploads:
+            if upload.segmentation_node is not None and upload.segmentation_node.GetDisplayNode():
+                upload.segmentation_node.GetDisplayNode().SetVisibility(upload is self.history.active)
+        self._remove(self.reference_node)
+        self.reference_node, self.report_html = None, ""
+        active = self.history.active
+        self.volume_node, self.segmentation_node = active.volume_node, active.segmentation_node
         self.slicer.display_manager.show_volume(self.volume_node, vr_preset="MR-Default")
+        for upload in self.history.uploads:
+            if upload is not active and self.slicer.volume_rendering.has_vr_display_node(upload.volume_node):
+                self.slicer.volume_rendering.get_vr_display_node(upload.volume_node).SetVisibility(False)
+        if self.segmentation_node is not None:
+            self.slicer.segmentation_editor.set_active_segmentation(self.segmentation_node, self.volume_node)
+            self.state.active_segment = self.slicer.segmentation_editor.get_active_segment_id()
         self.slicer.display_manager.reset_views()
-        self.state.update({"volume_name": self.volume_node.GetName(), "segments": [], "error": "", "progress": 0,
+        self.state.update({"volume_name": self.volume_node.GetName(), "error": "", "progress": 0,
                            "reference_name": "", "evaluation": [], "mean_dice": "",
-                           "download_stem": download_stem(self.volume_node.GetName()), "status": "Volume loaded."})
+                           "history": self.history.items(), "current": self.history.current,
+                           "download_stem": download_stem(self.volume_node.GetName())})
+        self._refresh_segments()
 
     def _remove(self, node: Any) -> None:
         if node is not None and self.slicer.scene.IsNodePresent(node):
             self.slicer.scene.RemoveNode(node)
-
-    def _clear_nodes(self) -> None:
-        for node in (self.reference_node, self.segmentation_node, self.volume_node):
-            self._remove(node)
-        self.reference_node = self.segmentation_node = self.volume_node = None
-        self.report_html = ""
 
     # -- background runs (segmentation, evaluation) ----------------------------------------
     def _start(self, make_run: Callable[[], Any], busy: str, done: Callable[[Any], None]) -> None:
@@ -165,10 +193,9 @@ class MedSegWebApp(TrameApp):
                         "Segmenting...", self._segmented)
 
     def _segmented(self, outcome: SegmentationOutcome) -> None:
-        self._show_segmentation(outcome.segmentation_node)
+        self._show_segmentation(outcome.segmentation_node, outcome.provenance["Model"])
         self.state.update({"device": outcome.provenance["Device"], "evaluation": [],
                            "status": f"Segmented with {outcome.provenance['Model']} in {outcome.provenance['Seconds']} s."})
-        self._refresh_segments()
 
     def _on_progress(self, fraction: float, message: str) -> None:
         with self.state:
@@ -182,14 +209,18 @@ class MedSegWebApp(TrameApp):
             self._cancel()
             self.state.status = "Cancelling..."
 
-    def _show_segmentation(self, node: Any) -> None:
+    def _show_segmentation(self, node: Any, model: str = "") -> None:
+        """The active upload's new segmentation (its earlier one, if any, is replaced)."""
         self._remove(self.segmentation_node)
         self.segmentation_node = node
+        self.history.active.segmentation_node, self.history.active.model = node, model
+        self.state.history = self.history.items()
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(node, self.volume_node)
         editor.set_surface_representation_enabled(False)
         self.state.active_segment = editor.get_active_segment_id()
         self._on_opacity(self.state.opacity)
+        self._refresh_segments()
 
     # -- evaluate ------------------------------------------------------------------------
     def on_reference(self, files: list[dict] | None) -> None:

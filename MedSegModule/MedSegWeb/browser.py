@@ -169,6 +169,17 @@ class AppPage:
                                f"enabled #{element_id}", 60)[0]
         button.click()
 
+    def choose(self, select_id: str, title: str) -> None:
+        """Open a select field and click the item titled ``title``."""
+        field = self.wait_for(lambda: self._elements(f"#{select_id}"), f"#{select_id}", 30)[0]
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        wrapper = self.driver.execute_script("return arguments[0].closest('.v-field');", field)
+        ActionChains(self.driver).move_to_element(wrapper).click().perform()  # Vuetify opens on mousedown
+        items = self.wait_for(lambda: [i for i in self._elements(".v-overlay .v-list-item") if i.text.strip() == title],
+                              f"item {title!r}", 30)
+        items[0].click()
+
     def select_segment(self, name: str) -> None:
         """Click a segment's row in the list (the segment Paint and Erase then change)."""
         rows = self.wait_for(lambda: [r for r in self._elements("#medseg-segments .v-list-item")

@@ -81,6 +81,10 @@ def build_ui(server, layout_manager, triggers: dict[str, str]):
         with layout.drawer as drawer:
             drawer.width = 300
             with html.Div(classes="pa-3"):
+                v.VSelect(id="medseg-history", label="Uploads of this session", items=("history", []),
+                          model_value=("current",), density="compact", hide_details=True, classes="mb-2",
+                          v_show="history.length > 1", disabled=("running",),
+                          update_modelValue=f"trigger('{triggers['history']}', [$event])")
                 html.Div("{{ volume_name || 'No volume loaded' }}", id="medseg-volume", classes="text-subtitle-1")
                 html.Div("Device: {{ device }}", classes="text-caption")
                 v.VProgressLinear(id="medseg-progress", model_value=("progress", 0), height=8,
