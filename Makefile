@@ -4,7 +4,7 @@ export PYTHONUTF8 := 1
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup data demo test lint benchmark
+.PHONY: setup data browser demo test lint benchmark
 
 setup:
 	bash scripts/setup_env.sh
@@ -12,10 +12,13 @@ setup:
 data: setup
 	PYTHON=$(BIN)/python bash scripts/install_data.sh
 
+browser:
+	bash scripts/install_browser.sh
+
 demo: data
 	$(BIN)/medseg demo
 
-test: data
+test: data browser
 	$(BIN)/ruff check MedSegExtension MedSegModule Testing scripts benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -15,6 +15,6 @@ fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[test,data]"
+"${PIP[@]}" -e ".[test,data,web]"
 touch "$STAMP"
 echo "MedSeg environment ready in $VENV"

@@ -18,7 +18,7 @@ from ..errors import CancelledError, MedSegError
 from ..progress import CancelToken, SignalCancel, cancel_on_signals
 
 # Each module defines ``add_parser(subparsers)`` and ``run(args, cancel) -> int``.
-SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate", "finetune", "suggest")
+SUBCOMMANDS = ("models", "predict", "demo", "train", "evaluate", "finetune", "suggest", "web")
 
 
 def _available_subcommands() -> list:
