@@ -86,4 +86,6 @@ def run_medseg(task: Task, slices: Sequence[SliceRef], folder: Path,
     skipped = result.card.training.get("unrelated_base_model_skipped")
     if skipped:
         parts.append(f"base {skipped} set aside (knows none of the structures)")
+    chosen = sorted(set(result.choices.values()))
+    parts.append("kept: " + ", ".join(f"{how} x{list(result.choices.values()).count(how)}" for how in chosen))
     return result.labels, "; ".join(parts), asdict(settings)
