@@ -18,7 +18,7 @@ from MedSegModuleLib import self_test
 from MedSegModuleLib.scene_guard import node_ids
 from MedSegModuleLib.segmentation_nodes import labels_to_segmentation_node, segmentation_to_labels, segments
 from MedSegModuleLib.slice_views import closest_axis, show_slice, slice_in_view
-from MedSegModuleLib.sparse_annotation import ANNOTATED_SLICES_ATTRIBUTE, SparseRun, SparseSettings
+from MedSegModuleLib.sparse_annotation import SparseRun, SparseSettings
 from MedSegModuleLib.sparse_copy import copy_prediction_into_annotation, default_model_name, save_model_as
 from MedSegModuleLib.sparse_report import (
     ordered_suggestions,
@@ -27,6 +27,7 @@ from MedSegModuleLib.sparse_report import (
     parse_training_progress,
 )
 from MedSegModuleLib.sparse_slices import (
+    ANNOTATED_SLICES_ATTRIBUTE,
     format_slices,
     mark_slice,
     marked_slices,

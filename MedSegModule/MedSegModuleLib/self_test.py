@@ -46,10 +46,17 @@ from .segmentation_nodes import (
     terminology_entry,
 )
 from .slice_views import show_slice, slice_in_view, voxel_centre_ras
-from .sparse_annotation import ANNOTATED_SLICES_ATTRIBUTE, SparseRun, SparseSettings
+from .sparse_annotation import SparseRun, SparseSettings
 from .sparse_copy import copy_prediction_into_annotation, save_model_as
 from .sparse_report import ordered_suggestions, stored_suggestions
-from .sparse_slices import known_mask, mark_slice, mark_slice_in_view, marked_slices, set_marked_slices
+from .sparse_slices import (
+    ANNOTATED_SLICES_ATTRIBUTE,
+    known_mask,
+    mark_slice,
+    mark_slice_in_view,
+    marked_slices,
+    set_marked_slices,
+)
 from .transform_nodes import harden_transform, itk_euler_angles, load_itk_transform
 from .volume_conversion import node_ijk_to_ras, sitk_to_volume_node, volume_node_to_sitk
 

@@ -2,7 +2,7 @@
 
 The *annotation* is an ordinary segmentation node that the user paints in Segment Editor; its
 segments are the classes. The slices the user has completed are listed in the node attribute
-:data:`ANNOTATED_SLICES_ATTRIBUTE` (``"i:12;k:40,60"``: the volume's voxel axes, the engine's
+:data:`.sparse_slices.ANNOTATED_SLICES_ATTRIBUTE` (``"i:12;k:40,60"``: the volume's voxel axes, the engine's
 ``--slices`` syntax); inside a marked slice every unpainted voxel counts as background.
 
 :class:`SparseRun` exports the annotation to a label map on the volume's grid and runs
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,12 @@ from .segmentation_nodes import (
     import_segmentation_file,
     place_beside,
 )
-from .sparse_report import FineTuneReport, parse_finetune_output
+from .sparse_report import SUGGESTIONS_ATTRIBUTE, FineTuneReport, parse_finetune_output
 from .sparse_slices import prepare_annotation
 from .volume_conversion import check_scalar_volume, volume_node_to_sitk
 
-ANNOTATED_SLICES_ATTRIBUTE = "MedSeg.AnnotatedSlices"
-SUGGESTIONS_ATTRIBUTE = "MedSeg.Suggestions"
 ATTRIBUTE_PREFIX = "MedSeg."
 FIRST_ANSWER_FILE = "first_answer.seg.nrrd"  # in the run's work folder: the engine writes it before training
-_PROGRESS = re.compile(r"step (\d+), loss ([-\d.eE+naninf]+), ~(\d+) s left")
-_SAVED = re.compile(r"^saved model (\S+) version (\S+) in (.+)$")
-_HELD_OUT = re.compile(r"^held-out slice (\S+): mean Dice ([\d.]+)$")
-_SUGGESTION_LINE = re.compile(r"^\s+([ijk]): (.*)$")
-_SUGGESTION = re.compile(r"(\d+) \(([\d.]+)\)")
 
 
 # -- the run ---------------------------------------------------------------------------------------

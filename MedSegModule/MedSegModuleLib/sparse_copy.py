@@ -23,17 +23,6 @@ from .segmentation_nodes import (
 from .sparse_slices import check_annotation_geometry, known_mask, marked_slices
 from .volume_conversion import check_scalar_volume, node_ijk_to_ras, vtk_matrix
 
-ANNOTATED_SLICES_ATTRIBUTE = "MedSeg.AnnotatedSlices"
-SUGGESTIONS_ATTRIBUTE = "MedSeg.Suggestions"
-ATTRIBUTE_PREFIX = "MedSeg."
-FIRST_ANSWER_FILE = "first_answer.seg.nrrd"  # in the run's work folder: the engine writes it before training
-_PROGRESS = re.compile(r"step (\d+), loss ([-\d.eE+naninf]+), ~(\d+) s left")
-_SAVED = re.compile(r"^saved model (\S+) version (\S+) in (.+)$")
-_HELD_OUT = re.compile(r"^held-out slice (\S+): mean Dice ([\d.]+)$")
-_SUGGESTION_LINE = re.compile(r"^\s+([ijk]): (.*)$")
-_SUGGESTION = re.compile(r"(\d+) \(([\d.]+)\)")
-
-
 # -- after fine-tuning -----------------------------------------------------------------------------
 
 

@@ -12,10 +12,7 @@ from typing import Any
 from MedSegExtension.errors import InputError
 from MedSegExtension.sparse.annotations import SliceRef
 
-ANNOTATED_SLICES_ATTRIBUTE = "MedSeg.AnnotatedSlices"
 SUGGESTIONS_ATTRIBUTE = "MedSeg.Suggestions"
-ATTRIBUTE_PREFIX = "MedSeg."
-FIRST_ANSWER_FILE = "first_answer.seg.nrrd"  # in the run's work folder: the engine writes it before training
 _PROGRESS = re.compile(r"step (\d+), loss ([-\d.eE+naninf]+), ~(\d+) s left")
 _SAVED = re.compile(r"^saved model (\S+) version (\S+) in (.+)$")
 _HELD_OUT = re.compile(r"^held-out slice (\S+): mean Dice ([\d.]+)$")
