@@ -139,6 +139,20 @@ def test_summary_checks_the_targets_per_task_and_on_the_mean() -> None:
     assert report.results_table(rows).count("| t1 | parallel-3 |") == 4
 
 
+def test_a_loaded_run_is_compared_with_the_quiet_one_task_by_task() -> None:
+    quiet = {"git": {"commit": "abc"}, "results": [
+        {"task": "t1", "protocol": "parallel-3", "method": "medseg", "mean_dice": 0.80},
+        {"task": "t2", "protocol": "parallel-3", "method": "medseg", "mean_dice": 0.70},
+        {"task": "t2", "protocol": "parallel-3", "method": "fill-between-slices", "mean_dice": 0.10}]}
+    loaded = [_row("t1", "parallel-3", "medseg", 0.79), _row("t2", "parallel-3", "medseg", 0.65),
+              _row("t2", "parallel-3", "fill-between-slices", 0.9), _row("t3", "parallel-3", "medseg", 0.5)]
+    pairs = report.loaded_vs_quiet(loaded, quiet)
+    assert [(p["task"], p["within_tolerance"]) for p in pairs] == [("t1", True), ("t2", False)]  # t3: no quiet row
+    assert pairs[1]["difference"] == pytest.approx(-0.05)
+    table = report.loaded_table({"quiet_json": "q.json", "quiet_commit": "abc", "rows": pairs})
+    assert "| t2 | parallel-3 | 0.700 | 0.650 | -0.050 | NO |" in table
+
+
 @pytest.mark.skipif(not HAVE_MRICRON, reason="needs the Debian package mricron-data (scripts/install_data.sh)")
 def test_quick_run_records_commit_load_and_settings_and_renders_again(tmp_path: Path) -> None:
     pytest.importorskip("slicer", reason="needs the slicer-core wheel")

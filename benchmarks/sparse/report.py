@@ -128,6 +128,31 @@ PROTOCOL_TEXT = (
 )
 
 
+LOAD_TOLERANCE = 0.02  # issue #10: with a second CPU-bound process, within 0.02 of the quiet result
+
+
+def loaded_vs_quiet(rows: Sequence[Row], quiet: dict[str, Any]) -> list[dict[str, Any]]:
+    """MedSeg's rows of this (loaded) run beside the same task and protocol of a quiet run's JSON."""
+    reference = {(r["task"], r["protocol"]): r["mean_dice"] for r in quiet["results"] if r["method"] == MEDSEG}
+    pairs = []
+    for row in rows:
+        if row.method == MEDSEG and (row.task, row.protocol) in reference:
+            before = reference[(row.task, row.protocol)]
+            pairs.append({"task": row.task, "protocol": row.protocol, "quiet": before, "loaded": row.mean_dice,
+                          "difference": row.mean_dice - before,
+                          "within_tolerance": abs(row.mean_dice - before) <= LOAD_TOLERANCE})
+    return pairs
+
+
+def loaded_table(comparison: dict[str, Any]) -> str:
+    lines = [f"Against the quiet run `{comparison['quiet_json']}` (commit `{comparison['quiet_commit']}`); "
+             f"target: within {LOAD_TOLERANCE} Dice.", "",
+             "| task | protocol | quiet | loaded | difference | within 0.02 |", "|---|---|---:|---:|---:|---|"]
+    lines += [f"| {p['task']} | {p['protocol']} | {p['quiet']:.3f} | {p['loaded']:.3f} | {p['difference']:+.3f} | "
+              f"{'yes' if p['within_tolerance'] else 'NO'} |" for p in comparison["rows"]]
+    return "\n".join(lines)
+
+
 def markdown(report: dict[str, Any], rows: Sequence[Row], summary: dict[str, dict[str, Any]]) -> str:
     """The whole Markdown page."""
     git, load = report["git"], report["load"]
@@ -157,6 +182,8 @@ def markdown(report: dict[str, Any], rows: Sequence[Row], summary: dict[str, dic
                      f"structures: {classes}{note}.")
     if report["notes"]:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    if report.get("loaded_vs_quiet"):
+        parts += ["", "## Loaded against quiet (MedSeg)", "", loaded_table(report["loaded_vs_quiet"])]
     parts += ["", "## Summary (mean Dice over structures; mean over tasks)", "", summary_table(summary),
               "", "## Results", "", results_table(rows), ""]
     return "\n".join(parts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -43,7 +44,15 @@ from benchmarks.sparse.baselines import (
 )
 from benchmarks.sparse.medseg_path import QUICK_OPTIONS, run_medseg
 from benchmarks.sparse.protocols import PROTOCOLS, choose_slices, slices_crossing
-from benchmarks.sparse.report import MEDSEG, METHODS, TARGET_MARGIN, Row, render, write_outputs
+from benchmarks.sparse.report import (
+    MEDSEG,
+    METHODS,
+    TARGET_MARGIN,
+    Row,
+    loaded_vs_quiet,
+    render,
+    write_outputs,
+)
 from benchmarks.sparse.tasks import SPLIT, SPLIT_REASON, Task, colin27_task, load_task
 from MedSegExtension.sparse.annotations import SliceRef
 
@@ -158,6 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--with-load", type=int, default=0, metavar="N",
                         help="keep N CPU-bound processes busy during the run (the loaded-machine check); "
                              "the results get the suffix _loaded")
+    parser.add_argument("--quiet-reference", type=Path, metavar="JSON",
+                        help="with --with-load: the quiet run's results JSON to compare MedSeg's rows with")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--render", type=Path, metavar="JSON", help="run nothing: write the Markdown again from a results JSON")
     args = parser.parse_args(argv)
@@ -213,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {task.name}: {task.crop}", flush=True)
             rows += run_task(task, args.protocol_names, args.method_names, medseg_options(args.quick), Path(work))
     report["load"]["after"] = load()
+    if args.quiet_reference is not None:
+        quiet = json.loads(args.quiet_reference.read_text(encoding="utf-8"))
+        report["loaded_vs_quiet"] = {"quiet_json": str(args.quiet_reference), "quiet_commit": quiet["git"]["commit"],
+                                     "rows": loaded_vs_quiet(rows, quiet)}
     stem = ("sparse_quick" if args.quick else f"sparse_{args.split_name}") + ("_loaded" if args.with_load else "")
     json_path, md_path = write_outputs(report, rows, args.output_dir, stem)
     print(f"wrote {json_path} and {md_path}")
