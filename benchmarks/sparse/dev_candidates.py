@@ -1,6 +1,12 @@
 """Development check (dev tasks only): the engine's cheap candidates against Slicer's tools, per structure.
 
     .venv/bin/python -m benchmarks.sparse.dev_candidates --task colin27 --structures Caudate_L,Putamen_L
+    .venv/bin/python -m benchmarks.sparse.dev_candidates --task mni152 --full-resolution --slicer
+    .venv/bin/python -m benchmarks.sparse.dev_candidates --task jhu-dev --protocol parallel-1 --finetune
+
+Prints each candidate's mean and per-structure Dice (growing with 6 and 26 neighbours, the
+intensity model and its fit on the annotated voxels, interpolation; the propagation network, the
+whole ``fine_tune`` with its network alone and its first answer, Slicer's tools on request).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import SimpleITK as sitk
 from benchmarks.sparse.protocols import PROTOCOLS, choose_slices, sparse_annotation
 from benchmarks.sparse.tasks import load_task
 from MedSegExtension.metrics.overlap import overlap_metrics
-from MedSegExtension.sparse.growing import grow_labels
+from MedSegExtension.sparse import growing
+from MedSegExtension.sparse.growing import grow_labels, growing_region
+from MedSegExtension.sparse.intensity import intensity_labels
 from MedSegExtension.sparse.interpolation import interpolated_labels
 
 
@@ -28,6 +36,7 @@ def main() -> None:
     parser.add_argument("--propagation", action="store_true", help="also run the propagation network")
     parser.add_argument("--propagation-model", default=None, help="its folder (default: the bundled one)")
     parser.add_argument("--propagation-mirror", action="store_true", help="propagation with mirroring TTA")
+    parser.add_argument("--full-resolution", action="store_true", help="grow without coarsening large regions")
     parser.add_argument("--time-cap", type=float, default=None, help="fine_tune's time budget (a cap)")
     args = parser.parse_args()
     task = load_task(args.task, [s for s in args.structures.split(",") if s] or None)
@@ -35,10 +44,17 @@ def main() -> None:
     annotation = sparse_annotation(task.image, task.reference, slices)
     image = sitk.GetArrayFromImage(task.image)
     truth = sitk.GetArrayFromImage(task.reference)
-    start = time.perf_counter()
-    grown = grow_labels(image, annotation, task.image.GetSpacing())
-    print(f"grow: {time.perf_counter() - start:.1f} s on {image.shape}")
-    results = {"grow": grown, "interpolation": interpolated_labels(annotation, task.values, task.image.GetSpacing())}
+    spacing = task.image.GetSpacing()
+    results = {}
+    for connectivity in (6, 26):  # at full resolution when --full-resolution, else as the engine grows
+        start = time.perf_counter()
+        if args.full_resolution:
+            growing.MAX_GRAPH_BYTES = 1 << 62
+        results[f"grow-{connectivity}"] = grow_labels(image, annotation, spacing, connectivity)
+        print(f"grow, {connectivity} neighbours: {time.perf_counter() - start:.1f} s on {image.shape}")
+    results["intensity"], fit = intensity_labels(image, annotation, growing_region(annotation), task.values)
+    print("intensity model's Dice on the annotated voxels: " + " ".join(f"{d:.2f}" for d in fit.values()))
+    results["interpolation"] = interpolated_labels(annotation, task.values, spacing)
     if args.propagation:
         from MedSegExtension.sparse.propagation import propagate
         from MedSegExtension.sparse.propagation_model import load_propagation_model
