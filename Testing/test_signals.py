@@ -97,7 +97,7 @@ def test_a_second_signal_during_the_write_stops_at_once_and_removes_the_temporar
     def write_then_two_signals(image, path, *args):
         write(image, path, *args)
         if Path(path).parent == out:
-            assert Path(path).name.startswith(".seg.nii.gz.")  # the temporary, complete but not renamed yet
+            assert Path(path).name.lstrip(".").startswith("seg.nii.gz.")  # a temporary, not renamed yet
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -105,3 +105,28 @@ def test_a_second_signal_during_the_write_stops_at_once_and_removes_the_temporar
     assert main(["predict", str(volume), "-o", str(out / "seg.nii.gz")]) == 143
     assert "stopped by a second SIGTERM" in capsys.readouterr().err
     assert leftovers(out) == []
+
+
+def test_a_cancel_between_two_outputs_leaves_neither(env, tmp_path, monkeypatch, capsys) -> None:
+    """One SIGTERM once the segmentation is written (staged) but before the probabilities are: exit 143
+    and no output at all, not a complete segmentation without its probabilities."""
+    for name in ("MEDSEG_BUNDLED_MODELS", "MEDSEG_HOME"):
+        monkeypatch.setenv(name, env[name])
+    volume, out = tmp_path / "head.nii.gz", tmp_path / "out"
+    sitk.WriteImage(make_phantom(), str(volume))
+    out.mkdir()
+    write = sitk.WriteImage
+
+    def write_then_signal(image, path, *args):
+        write(image, path, *args)
+        if Path(path).parent == out and "seg.nii.gz" in Path(path).name:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(sitk, "WriteImage", write_then_signal)
+    code = main(["predict", str(volume), "-o", str(out / "seg.nii.gz"), "--probabilities", str(out / "p.nii.gz")])
+    assert code == 143
+    assert leftovers(out) == []
+    capsys.readouterr()
+    monkeypatch.setattr(sitk, "WriteImage", write)  # and without a signal both are written
+    assert main(["predict", str(volume), "-o", str(out / "seg.nii.gz"), "--probabilities", str(out / "p.nii.gz")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p.nii.gz", "seg.nii.gz"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.atomic import compound_suffix
+from ..io.atomic import atomic_output, compound_suffix
 from ..io.volumes import check_image_output, check_volume, read_image, squeeze_to_3d, write_image
 from ..progress import CancelToken
 from .common import (
@@ -74,15 +75,23 @@ def apply_frame(images, transform_path: str | None, invert: bool):
     return [first, *rest]
 
 
-def write_result(result, card, output: str, probabilities: str | None, uncertainty: str | None) -> list[Path]:
+def write_result(result, card, output: str, probabilities: str | None, uncertainty: str | None,
+                 cancel: CancelToken | None = None) -> list[Path]:
+    """Write every output, all or none: each is staged beside its target and the renames come last,
+    so a cancel (or an error) between two outputs leaves none of them."""
     from ..io.segmentation_files import write_labelmap
 
-    written = [write_labelmap(result.labels, output, card.labels)]
+    outputs = [(Path(output), lambda path: write_labelmap(result.labels, path, card.labels))]
     if probabilities:
-        written.append(write_image(result.probabilities, probabilities))
+        outputs.append((Path(probabilities), lambda path: write_image(result.probabilities, path)))
     if uncertainty:
-        written.append(write_image(result.uncertainty, uncertainty))
-    return written
+        outputs.append((Path(uncertainty), lambda path: write_image(result.uncertainty, path)))
+    with contextlib.ExitStack() as staged:
+        for target, write in outputs:
+            write(staged.enter_context(atomic_output(target)))
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+    return [target for target, _ in outputs]
 
 
 def run(args: argparse.Namespace, cancel: CancelToken) -> int:
@@ -112,7 +121,7 @@ def run(args: argparse.Namespace, cancel: CancelToken) -> int:
         segmenter = Segmenter(card, options.device, log=display.log)
         result = segmenter(images, options, progress=display, cancel=cancel)
         cancel.raise_if_cancelled()
-        written = write_result(result, card, args.output, args.probabilities, args.uncertainty)
+        written = write_result(result, card, args.output, args.probabilities, args.uncertainty, cancel)
     finally:
         display.close()
     if display.mode == "json":
