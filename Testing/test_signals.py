@@ -83,15 +83,21 @@ def test_finetune_sigterm_saves_no_model_and_no_output(env, tmp_path) -> None:
     assert leftovers(tmp_path / "home" / "models") == []  # no model, not even a hidden half-written one
 
 
-def test_a_second_signal_during_the_write_stops_at_once_and_removes_the_temporary(
-        env, tmp_path, monkeypatch, capsys) -> None:
-    """The first SIGTERM lands while the output is being written (too late to skip the write), the second
-    interrupts it: exit 143, and the half-made hidden file is gone."""
+def in_process_case(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """For ``main()`` run in this process: the fixture's model and home, a phantom volume, an output folder."""
     for name in ("MEDSEG_BUNDLED_MODELS", "MEDSEG_HOME"):
         monkeypatch.setenv(name, env[name])
     volume, out = tmp_path / "head.nii.gz", tmp_path / "out"
     sitk.WriteImage(make_phantom(), str(volume))
     out.mkdir()
+    return volume, out
+
+
+def test_a_second_signal_during_the_write_stops_at_once_and_removes_the_temporary(
+        env, tmp_path, monkeypatch, capsys) -> None:
+    """The first SIGTERM lands while the output is being written (too late to skip the write), the second
+    interrupts it: exit 143, and the half-made hidden file is gone."""
+    volume, out = in_process_case(env, tmp_path, monkeypatch)
     write = sitk.WriteImage
 
     def write_then_two_signals(image, path, *args):
@@ -110,11 +116,7 @@ def test_a_second_signal_during_the_write_stops_at_once_and_removes_the_temporar
 def test_a_cancel_between_two_outputs_leaves_neither(env, tmp_path, monkeypatch, capsys) -> None:
     """One SIGTERM once the segmentation is written (staged) but before the probabilities are: exit 143
     and no output at all, not a complete segmentation without its probabilities."""
-    for name in ("MEDSEG_BUNDLED_MODELS", "MEDSEG_HOME"):
-        monkeypatch.setenv(name, env[name])
-    volume, out = tmp_path / "head.nii.gz", tmp_path / "out"
-    sitk.WriteImage(make_phantom(), str(volume))
-    out.mkdir()
+    volume, out = in_process_case(env, tmp_path, monkeypatch)
     write = sitk.WriteImage
 
     def write_then_signal(image, path, *args):

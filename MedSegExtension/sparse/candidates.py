@@ -89,7 +89,8 @@ def cheap_candidates(image: np.ndarray, annotation: SparseAnnotation, spacing_ij
             slices.setdefault(ref, []).append(value)
     candidates = Candidates({})
     graphs = {}
-    region_voxels = np.prod([s.stop - s.start for s in growing_region(annotation)])  # the cheap methods' box
+    region = growing_region(annotation)  # the cheap methods' box
+    region_voxels = np.prod([s.stop - s.start for s in region])
     for name, connectivity in _CONNECTIVITY.items():
         if connectivity == 6 and region_voxels > SMALL_REGION:
             continue
@@ -98,7 +99,6 @@ def cheap_candidates(image: np.ndarray, annotation: SparseAnnotation, spacing_ij
         candidates.labels[name] = graph.grow(annotation)
         graphs[name] = graph
         cancel.raise_if_cancelled()
-    region = growing_region(annotation)
     candidates.labels[INTENSITY], candidates.intensity_fit = intensity_labels(image, annotation, region, values)
     propagation = bundled_propagation_model()  # None where it is not installed: the candidate is left out
     if propagation is not None:
